@@ -1,0 +1,3 @@
+"""kafka-outbox: write events in your business transaction; the relay publishes them exactly once."""
+
+__all__: list[str] = []

@@ -1,0 +1,121 @@
+"""The one exception tree of kafka-outbox.
+
+Every error the library or the relay raises on purpose derives from :class:`OutboxError`. Driver errors
+(psycopg, SQLAlchemy, librdkafka) are translated at their seam with ``raise ... from exc``, so the cause chain
+is kept and callers only ever need to catch this tree. A class's docstring is its default message: it says
+when it is raised and what to do about it.
+
+::
+
+    OutboxError
+    ├── EventValidationError          bad input to enqueue(): raised before commit, nothing is written
+    │   ├── PayloadError              data not JSON-able, NaN/Infinity, NUL, too large, content-type mismatch
+    │   ├── SchemaValidationError     data fails the JSON Schema registered for its event type
+    │   ├── TopicError                topic name Kafka would reject
+    │   ├── KeyError_                 key of the wrong type or too large
+    │   ├── HeaderError               header names/values that are not str/bytes, reserved names
+    │   └── AttributeValueError       CloudEvents attributes: type, source, subject, id, time
+    ├── SessionStateError             enqueue on a closed, committed or inactive session/connection
+    ├── ConfigError                   a bad configuration value (names the variable)
+    ├── StoreError                    the database failed; the cause is chained
+    │   ├── DatabaseUnavailableError  could not connect / connection lost (transient)
+    │   └── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
+    ├── PublishError                  Kafka failed; the cause is chained
+    │   ├── KafkaUnavailableError     broker unreachable / timed out (transient)
+    │   ├── FencedError               a newer owner of the shard fenced this producer (zombie)
+    │   └── PermanentPublishError     the broker will never accept this record (too large, bad topic, auth)
+    ├── LeaseLostError                this relay no longer owns the shard it is working on
+    ├── ConsumerError                 the inbox consumer failed; the cause is chained
+    ├── ReconcileError                the reconciler could not run (exit code 2)
+    └── ReportSignatureError          a signed report does not verify
+"""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Base of every error raised by kafka-outbox."""
+
+    def __init__(self, message: str | None = None) -> None:
+        doc = (type(self).__doc__ or type(self).__name__).strip().splitlines()[0]
+        super().__init__(message or doc)
+
+
+class EventValidationError(OutboxError, ValueError):
+    """An event failed validation at write time; nothing was written. Fix the named field and retry."""
+
+
+class PayloadError(EventValidationError):
+    """The event data cannot be stored or published as given."""
+
+
+class SchemaValidationError(EventValidationError):
+    """The event data does not match the JSON Schema registered for its type."""
+
+
+class TopicError(EventValidationError):
+    """The topic name is not one Kafka accepts: use [a-zA-Z0-9._-], at most 249 characters, not '.' or '..'."""
+
+
+class KeyError_(EventValidationError):  # noqa: N801 - trailing underscore avoids shadowing the builtin
+    """The event key must be str, bytes or None."""
+
+
+class HeaderError(EventValidationError):
+    """Header names must be non-empty str and values str or bytes; names starting 'ce_'/'outbox-' are reserved."""
+
+
+class AttributeValueError(EventValidationError):
+    """A CloudEvents attribute (type, source, subject, id, time) is missing or malformed."""
+
+
+class SessionStateError(OutboxError):
+    """The session or connection cannot take events: it is closed, committed, or has no active transaction."""
+
+
+class ConfigError(OutboxError, ValueError):
+    """A configuration value is invalid; the message names the variable and the accepted values."""
+
+
+class StoreError(OutboxError):
+    """The database operation failed; see the chained cause."""
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database is unreachable or the connection was lost; the operation can be retried."""
+
+
+class SchemaBehindError(StoreError):
+    """The database schema is older than this code; run `outbox migrate upgrade`."""
+
+
+class PublishError(OutboxError):
+    """Publishing to Kafka failed; see the chained cause."""
+
+
+class KafkaUnavailableError(PublishError):
+    """Kafka is unreachable or timed out; the batch will be retried and nothing is lost."""
+
+
+class FencedError(PublishError):
+    """A newer owner of this shard fenced this producer; this relay must stop working on the shard."""
+
+
+class PermanentPublishError(PublishError):
+    """Kafka will never accept this record (too large, invalid topic, not authorised); it goes to the DLQ."""
+
+
+class LeaseLostError(OutboxError):
+    """This relay instance no longer holds the lease for the shard; another instance owns it now."""
+
+
+class ConsumerError(OutboxError):
+    """The inbox consumer failed; see the chained cause."""
+
+
+class ReconcileError(OutboxError):
+    """The reconciler could not run to a verdict (exit code 2); see the chained cause."""
+
+
+class ReportSignatureError(OutboxError):
+    """The report's signature or content hash does not verify: it was edited or signed with another key."""

@@ -1,0 +1,124 @@
+"""Independent checks of what Kafka holds, for tests, the demo, the benchmarks and the fault suite.
+
+These read Kafka directly (a read_committed confluent-kafka consumer, or Kafka's own Java tools) and never use
+the relay's code, so they can contradict it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from stack.kafka import KafkaCluster, kafka_tool
+from stack.process import StackError
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+def _liveness(cluster: KafkaCluster | None) -> str:
+    if cluster is None:
+        return ""
+    dead = [n.node_id for n in cluster.nodes if not n.running()]
+    return f"; Kafka nodes not running: {dead}" if dead else "; all Kafka nodes are running"
+
+
+def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolation: str = "read_committed",
+                cluster: KafkaCluster | None = None) -> list[Record]:
+    """Read every record of ``topics`` from the beginning up to the current end (the LSO under read_committed).
+
+    Raises StackError naming the unfinished partitions if that takes longer than ``timeout`` seconds.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+    deadline = time.monotonic() + timeout
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex[:8]}",
+        "isolation.level": isolation, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "enable.partition.eof": False, "log_level": 3,
+    })
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        try:
+            md = c.list_topics(timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            raise StackError(f"could not read metadata from {bootstrap}: {exc}{_liveness(cluster)}") from exc
+        tps = []
+        for t in topics:
+            if t not in md.topics or md.topics[t].error is not None:
+                raise StackError(f"topic {t!r} does not exist on {bootstrap}{_liveness(cluster)}")
+            for p in md.topics[t].partitions:
+                tp = TopicPartition(t, p, OFFSET_BEGINNING)
+                tps.append(tp)
+                # under read_committed the high mark reported here is the last stable offset
+                _lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=10, cached=False)
+                if hi > 0:
+                    ends[(t, p)] = hi
+        c.assign(tps)
+        out: list[Record] = []
+        pos: dict[tuple[str, int], int] = {}
+        while any(pos.get(k, -1) + 1 < v for k, v in ends.items()):
+            if time.monotonic() > deadline:
+                left = {f"{t}[{p}]": f"{pos.get((t, p), -1) + 1}/{e}" for (t, p), e in ends.items()
+                        if pos.get((t, p), -1) + 1 < e}
+                raise StackError(f"timed out after {timeout:.0f}s reading {topics}: unfinished {left}"
+                                 f"{_liveness(cluster)}")
+            for m in c.consume(500, timeout=0.5):
+                if m.error() is not None:
+                    continue
+                k = (m.topic(), m.partition())
+                pos[k] = m.offset()
+                out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                                  tuple((h[0], h[1] or b"") for h in (m.headers() or []))))
+            # control records (commit/abort markers) occupy offsets too: ask where the consumer stands
+            for tp in c.position(c.assignment()):
+                k = (tp.topic, tp.partition)
+                if tp.offset > 0:
+                    pos[k] = max(pos.get(k, -1), tp.offset - 1)
+        return out
+    finally:
+        c.close()
+
+
+def console_consume(bootstrap: str, topic: str, expected: int, timeout_ms: int = 20000) -> list[str]:
+    """Kafka's own ConsoleConsumer, read_committed, from the beginning: returns ``key\\tvalue`` lines."""
+    res = kafka_tool(
+        "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap, "--topic", topic,
+        "--from-beginning", "--isolation-level", "read_committed", "--max-messages", str(expected),
+        "--timeout-ms", str(timeout_ms), "--formatter-property", "print.key=true",
+        "--formatter-property", "print.headers=true", "--formatter-property", "key.separator=\t",
+        timeout=timeout_ms / 1000 + 60, heap="512m",
+    )
+    return [ln for ln in res.stdout.splitlines() if ln.strip()]
+
+
+def find_hanging(bootstrap: str, broker_ids: list[int]) -> list[str]:
+    """Kafka's TransactionsCommand find-hanging for each broker: the hanging transactions' lines (none is good)."""
+    hanging: list[str] = []
+    for b in broker_ids:
+        res = kafka_tool("org.apache.kafka.tools.TransactionsCommand", "--bootstrap-server", bootstrap,
+                         "find-hanging", "--broker-id", str(b))
+        if res.returncode != 0:
+            raise StackError(f"TransactionsCommand find-hanging failed: {res.stderr[-1500:]}")
+        lines = [ln for ln in res.stdout.splitlines()[1:] if ln.strip()]
+        hanging.extend(lines)
+    return hanging
+
+
+def describe_json(obj: object) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)
