@@ -1,0 +1,38 @@
+"""The only SQL in kafka-outbox, one module per side of the system.
+
+* ``store.write``     enqueue: key sequences and event rows, in the caller's transaction
+* ``store.relay``     claim, mark, dead-letter, leases, instances, status
+* ``store.inbox``     consumer-side acknowledgements (inbox rows) and subscriptions
+* ``store.audit``     reconciler digests, drill-down, checkpoints, trace
+* ``store.ops``       replay, DLQ management, prune
+
+Driver errors are translated here, once, by :func:`translate_errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy.exc as sa_exc
+
+from outbox.errors import DatabaseUnavailableError, SchemaBehindError, StoreError
+
+
+@contextmanager
+def translate_errors(doing: str) -> Iterator[None]:
+    """Re-raise SQLAlchemy/psycopg errors as the library's tree, keeping the cause chained."""
+    try:
+        yield
+    except sa_exc.OperationalError as exc:
+        raise DatabaseUnavailableError(f"database unavailable while {doing}: {exc.orig}") from exc
+    except sa_exc.ProgrammingError as exc:
+        msg = str(exc.orig)
+        if "does not exist" in msg and ("relation" in msg or "column" in msg or "schema" in msg):
+            raise SchemaBehindError(
+                f"the outbox schema is missing or behind while {doing} ({msg.strip()}); "
+                "run `outbox migrate upgrade`"
+            ) from exc
+        raise StoreError(f"database error while {doing}: {msg}") from exc
+    except sa_exc.DBAPIError as exc:
+        raise StoreError(f"database error while {doing}: {exc.orig}") from exc
