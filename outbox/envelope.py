@@ -45,7 +45,7 @@ def kafka_headers(
     *,
     event_id: uuid.UUID,
     source: str,
-    type: str,  # noqa: A002 - the CloudEvents attribute name
+    type: str,  # the CloudEvents attribute name
     time: datetime,
     content_type: str,
     outbox_id: int,

@@ -57,7 +57,7 @@ class TopicError(EventValidationError):
     """The topic name is not one Kafka accepts: use [a-zA-Z0-9._-], at most 249 characters, not '.' or '..'."""
 
 
-class KeyError_(EventValidationError):  # noqa: N801 - trailing underscore avoids shadowing the builtin
+class KeyError_(EventValidationError):  # trailing underscore: do not shadow the builtin
     """The event key must be str, bytes or None."""
 
 

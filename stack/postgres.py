@@ -96,7 +96,7 @@ class PostgresServer:
         res = subprocess.run(
             [_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path), "-o", o, "-w", "-t",
              str(int(timeout)), "start"],
-            capture_output=True, **_user_kwargs(),  # type: ignore[call-overload]
+            capture_output=True, check=False, **_user_kwargs(),  # type: ignore[call-overload]
         )
         if res.returncode != 0:
             raise StackError(
@@ -134,9 +134,9 @@ class PostgresServer:
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.dsn(), autocommit=True) as c:
             tmpl = f' TEMPLATE "{template}"' if template else ""
-            c.execute(f'CREATE DATABASE "{name}"{tmpl}')  # type: ignore[arg-type]
+            c.execute(f'CREATE DATABASE "{name}"{tmpl}'.encode())
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.dsn(), autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())

@@ -31,6 +31,10 @@ class Record:
         return None
 
 
+def _b(v: str | bytes | None) -> bytes | None:
+    return v.encode() if isinstance(v, str) else v
+
+
 def _liveness(cluster: KafkaCluster | None) -> str:
     if cluster is None:
         return ""
@@ -81,10 +85,11 @@ def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolatio
             for m in c.consume(500, timeout=0.5):
                 if m.error() is not None:
                     continue
-                k = (m.topic(), m.partition())
-                pos[k] = m.offset()
-                out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                                  tuple((h[0], h[1] or b"") for h in (m.headers() or []))))
+                t, p, o = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
+                pos[(t, p)] = o
+                hs = tuple((h[0], h[1] if isinstance(h[1], bytes) else (h[1] or "").encode())
+                           for h in (m.headers() or []))
+                out.append(Record(t, p, o, _b(m.key()), _b(m.value()), hs))
             # control records (commit/abort markers) occupy offsets too: ask where the consumer stands
             for tp in c.position(c.assignment()):
                 k = (tp.topic, tp.partition)
