@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP) $(JARS)
-	$(BIN)/python -m bench.demo
+	$(BIN)/python -m demo
 
 bench: $(STAMP) $(JARS)
 	$(BIN)/python -m bench.run
