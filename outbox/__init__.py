@@ -1,3 +1,26 @@
-"""kafka-outbox: write events in your business transaction; the relay publishes them exactly once."""
+"""kafka-outbox: write events in your business transaction; the relay publishes them exactly once.
 
-__all__: list[str] = []
+::
+
+    with Session(engine) as session, session.begin():
+        session.add(order)
+        outbox.enqueue(session, outbox.Event(topic="orders", type="order.created", key=order.id, data={...}))
+"""
+
+from outbox import errors
+from outbox.config import Settings, configure, settings
+from outbox.event import Event, StoredEvent, shard_for
+from outbox.registry import JsonSchemaRegistry
+from outbox.write import enqueue
+
+__all__ = [
+    "Event",
+    "JsonSchemaRegistry",
+    "Settings",
+    "StoredEvent",
+    "configure",
+    "enqueue",
+    "errors",
+    "settings",
+    "shard_for",
+]

@@ -1,0 +1,204 @@
+"""The event value type, what ``enqueue`` returns, and the key → shard function shared with the relay.
+
+An :class:`Event` checks its own attributes when it is built (topic, type, source, key, headers, id, time,
+content type), so a bad event fails where it is written in the code. The payload is encoded and checked against
+size limits and the optional JSON-Schema registry by :func:`outbox.validation.prepare`, still before any SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from uuid_utils.compat import uuid7
+
+from outbox.envelope import RESERVED_NAMES, RESERVED_PREFIXES
+from outbox.errors import AttributeValueError, HeaderError, KeyError_, PayloadError, TopicError
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+HeaderValue = str | bytes
+HeadersArg = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
+
+
+def shard_for(topic: str, key: bytes | None, event_id: uuid.UUID, shards: int) -> int:
+    """The shard of an event: stable across processes, versions and languages (CRC-32, IEEE).
+
+    Keyed events hash ``topic + NUL + key`` so one key always lands on one shard (one publisher, in order).
+    Null-keyed events have no order to keep and spread by their id.
+    """
+    if key is None:
+        return zlib.crc32(event_id.bytes) % shards
+    return zlib.crc32(topic.encode() + b"\x00" + key) % shards
+
+
+def is_json_content_type(content_type: str) -> bool:
+    """``application/json`` or any ``+json`` suffix type (parameters such as charset ignored)."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base == JSON or base.endswith("+json")
+
+
+def check_topic(topic: object) -> str:
+    if not isinstance(topic, str):
+        raise TopicError(f"topic must be a str, got {type(topic).__name__}")
+    if topic in (".", ".."):
+        raise TopicError(f"topic {topic!r} is not allowed by Kafka; pick a name such as 'orders'")
+    if not TOPIC_RE.match(topic):
+        if not topic:
+            raise TopicError("topic is empty; give the Kafka topic name, e.g. 'orders'")
+        if len(topic) > 249:
+            raise TopicError(f"topic is {len(topic)} characters long; Kafka allows at most 249")
+        bad = sorted({c for c in topic if not re.match(r"[a-zA-Z0-9._-]", c)})
+        raise TopicError(f"topic {topic!r} has characters Kafka rejects {bad}; use only [a-zA-Z0-9._-]")
+    return topic
+
+
+def _check_text(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise AttributeValueError(f"{name} must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise AttributeValueError(f"{name} is empty; give a non-blank value")
+    if "\x00" in value:
+        raise AttributeValueError(f"{name} contains a NUL character (\\u0000), which Postgres text rejects")
+
+
+def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        items: list[Any] = list(headers.items())
+    elif isinstance(headers, str | bytes) or not isinstance(headers, Sequence):
+        raise HeaderError(
+            f"headers must be a mapping or a sequence of (name, value) pairs, got {type(headers).__name__}"
+        )
+    else:
+        items = list(headers)
+    out: list[tuple[str, HeaderValue]] = []
+    for item in items:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise HeaderError(f"each header must be a (name, value) pair, got {item!r}")
+        name, value = item
+        if not isinstance(name, str) or not name:
+            raise HeaderError(f"header name must be a non-empty str, got {name!r}")
+        if "\x00" in name:
+            raise HeaderError(f"header name {name!r} contains a NUL character")
+        low = name.lower()
+        if low in RESERVED_NAMES or low.startswith(RESERVED_PREFIXES):
+            raise HeaderError(
+                f"header name {name!r} is reserved for the CloudEvents envelope "
+                f"(names starting {'/'.join(RESERVED_PREFIXES)} and {sorted(RESERVED_NAMES)}); rename it"
+            )
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise HeaderError(f"header {name!r}: a str value cannot contain NUL; pass bytes instead")
+        elif not isinstance(value, bytes):
+            raise HeaderError(f"header {name!r}: value must be str or bytes, got {type(value).__name__}")
+        out.append((name, value))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One CloudEvents 1.0 event to publish to ``topic``.
+
+    ``data`` is JSON-able (encoded as compact UTF-8 JSON) or ``bytes`` (sent as is, with a non-JSON
+    ``content_type``). A ``str`` key is UTF-8 encoded; ``None`` means no key (no ordering, spread over shards).
+    ``source`` defaults to the configured source; ``id`` to a fresh UUIDv7; ``time`` to now (UTC).
+    """
+
+    topic: str
+    type: str
+    data: Any = None
+    key: str | bytes | None = None
+    source: str | None = None
+    subject: str | None = None
+    headers: HeadersArg = ()
+    id: uuid.UUID = field(default_factory=uuid7)
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    content_type: str | None = None
+
+    def __post_init__(self) -> None:
+        check_topic(self.topic)
+        _check_text("type", self.type)
+        if self.source is None:
+            from outbox.config import settings
+
+            object.__setattr__(self, "source", settings().source)
+        _check_text("source", self.source)
+        _check_text("subject", self.subject, optional=True)
+        if self.key is not None and not isinstance(self.key, str | bytes):
+            raise KeyError_(f"key must be str, bytes or None, got {type(self.key).__name__}; convert it, e.g. str(id)")
+        if isinstance(self.key, str):
+            try:
+                self.key.encode()
+            except UnicodeEncodeError as exc:
+                raise KeyError_(f"key {self.key!r} cannot be UTF-8 encoded ({exc.reason}); pass bytes") from exc
+        if not isinstance(self.id, uuid.UUID):
+            raise AttributeValueError(f"id must be a uuid.UUID, got {type(self.id).__name__}; use uuid.UUID(text)")
+        if not isinstance(self.time, datetime):
+            raise AttributeValueError(f"time must be a datetime, got {type(self.time).__name__}")
+        if self.time.tzinfo is None or self.time.utcoffset() is None:
+            raise AttributeValueError("time is a naive datetime; pass an aware one, e.g. datetime.now(UTC)")
+        object.__setattr__(self, "headers", _normalise_headers(self.headers))
+        if self.content_type is None:
+            object.__setattr__(self, "content_type", OCTET_STREAM if isinstance(self.data, bytes) else JSON)
+        _check_text("content_type", self.content_type)
+        if isinstance(self.data, bytes) and is_json_content_type(str(self.content_type)):
+            raise PayloadError(
+                f"data is bytes but content_type is {self.content_type!r}: pass the decoded object as data "
+                "(it is JSON-encoded for you), or give a non-JSON content_type"
+            )
+        if not isinstance(self.data, bytes) and not is_json_content_type(str(self.content_type)):
+            raise PayloadError(
+                f"content_type {self.content_type!r} needs bytes data; non-bytes data is JSON-encoded, "
+                "so use a JSON content type or encode the data yourself"
+            )
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The key as sent to Kafka (str keys are UTF-8 encoded)."""
+        return self.key.encode() if isinstance(self.key, str) else self.key
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """What :func:`outbox.enqueue` wrote: the outbox row id, the event id and its ordering coordinates."""
+
+    id: int
+    event_id: uuid.UUID
+    topic: str
+    key: bytes | None
+    key_seq: int | None
+    shard: int
+
+
+def headers_to_json(headers: Sequence[tuple[str, HeaderValue]]) -> list[dict[str, str]]:
+    """The ``event.headers`` jsonb form: ``{"name", "value"}`` for str values, ``{"name", "base64"}`` for bytes.
+
+    Readable in psql for the common (text) case and lossless for bytes; :func:`headers_from_json` reverses it.
+    """
+    return [
+        {"name": n, "value": v} if isinstance(v, str) else {"name": n, "base64": base64.b64encode(v).decode()}
+        for n, v in headers
+    ]
+
+
+def headers_from_json(value: Sequence[Mapping[str, str]] | None) -> list[tuple[str, bytes]]:
+    """Kafka headers (UTF-8 bytes values) from the ``event.headers`` jsonb column, in their original order."""
+    out: list[tuple[str, bytes]] = []
+    for h in value or ():
+        if "base64" in h:
+            out.append((h["name"], base64.b64decode(h["base64"])))
+        else:
+            out.append((h["name"], h["value"].encode()))
+    return out
