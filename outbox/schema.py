@@ -166,6 +166,28 @@ inbox = Table(
     Column("error", Text, nullable=True),
     CheckConstraint("outcome IN ('processed', 'dead_lettered')", name="outcome_known"),
     UniqueConstraint("consumer_group", "event_id"),
+    # audit_0002: the outbox row id from the ``outbox-id`` header, the reconciler's join key (id buckets)
+    Column("outbox_id", BigInteger, nullable=True),
+    Index("ix_inbox_group_outbox_id", "consumer_group", "outbox_id"),
+    # Ack order per key, read presorted by the reconciler's order check (no 10M-row sort).
+    Index("ix_inbox_group_key_order", "consumer_group", "topic", "key", "id",
+          postgresql_include=["key_seq", "outbox_id"]),
+)
+
+# audit_0002: a copy of an already-acknowledged event that arrived again from ANOTHER Kafka position, i.e. the
+# event was published more than once (a redelivery of the same position is the inbox working and is not stored).
+inbox_redelivery = Table(
+    "inbox_redelivery",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("consumer_group", Text, nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("received_at", TS, nullable=False, server_default=text("now()")),
+    UniqueConstraint("consumer_group", "event_id", "topic", "kafka_partition", "kafka_offset",
+                     name="uq_inbox_redelivery_copy"),
 )
 
 subscription = Table(
