@@ -1,9 +1,102 @@
-"""Subcommands registered on the ``outbox`` CLI (placeholder until implemented)."""
+"""``outbox relay`` (the daemon) and ``outbox status`` (backlog, leases, DLQ, held keys).
+
+Flags override the environment (docs/relay.md lists every variable). Exit codes: 0 ok, 2 could not run
+(database or Kafka unreachable, schema behind, port taken), 3 bad configuration, 130 second signal.
+"""
 
 from __future__ import annotations
 
+import json
+from enum import Enum
+from typing import Annotated, Any
+
 import typer
+
+from relay.config import Compression
+
+
+class Format(Enum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def _kafka_config(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k.strip():
+            raise typer.BadParameter(f"expected key=value, got {p!r}", param_hint="--kafka-config")
+        out[k.strip()] = v
+    return out
+
+
+def relay_command(  # noqa: PLR0917 - typer maps each parameter to a flag
+    database_url: Annotated[str | None, typer.Option(help="OUTBOX_DATABASE_URL")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="KAFKA_BOOTSTRAP_SERVERS")] = None,
+    schema: Annotated[str | None, typer.Option(help="OUTBOX_SCHEMA")] = None,
+    shards: Annotated[int | None, typer.Option(help="OUTBOX_SHARDS (must match the writers)")] = None,
+    instance_id: Annotated[str | None, typer.Option(help="OUTBOX_RELAY_INSTANCE_ID")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="OUTBOX_RELAY_BATCH_SIZE")] = None,
+    lease_ttl_s: Annotated[float | None, typer.Option(help="OUTBOX_RELAY_LEASE_TTL_S")] = None,
+    heartbeat_s: Annotated[float | None, typer.Option(help="OUTBOX_RELAY_HEARTBEAT_S")] = None,
+    transactional_id_prefix: Annotated[str | None, typer.Option(help="OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX")] = None,
+    checkpoint_topic: Annotated[str | None, typer.Option(help="OUTBOX_RELAY_CHECKPOINT_TOPIC")] = None,
+    compression: Annotated[Compression | None, typer.Option(help="OUTBOX_RELAY_COMPRESSION")] = None,
+    linger_ms: Annotated[int | None, typer.Option(help="OUTBOX_RELAY_LINGER_MS")] = None,
+    http_port: Annotated[int | None, typer.Option(help="OUTBOX_RELAY_HTTP_PORT (0 any, -1 none)")] = None,
+    drain_deadline_s: Annotated[float | None, typer.Option(help="OUTBOX_RELAY_DRAIN_DEADLINE_S")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="OUTBOX_RELAY_MAX_ATTEMPTS")] = None,
+    log_level: Annotated[str | None, typer.Option(help="OUTBOX_RELAY_LOG_LEVEL")] = None,
+    kafka_config: Annotated[list[str] | None, typer.Option(
+        "--kafka-config", help="extra librdkafka setting key=value (repeatable), e.g. security.protocol=SASL_SSL",
+    )] = None,
+) -> None:
+    """Run the relay: publish committed outbox rows to Kafka exactly once, until SIGTERM/SIGINT."""
+    from relay.app import main
+
+    overrides: dict[str, Any] = {
+        "database_url": database_url, "bootstrap_servers": bootstrap_servers, "db_schema": schema,
+        "shards": shards, "instance_id": instance_id, "batch_size": batch_size, "lease_ttl_s": lease_ttl_s,
+        "heartbeat_s": heartbeat_s, "transactional_id_prefix": transactional_id_prefix,
+        "checkpoint_topic": checkpoint_topic, "compression": compression, "linger_ms": linger_ms,
+        "http_port": http_port, "drain_deadline_s": drain_deadline_s, "max_attempts": max_attempts,
+        "log_level": log_level,
+    }
+    raise typer.Exit(main(overrides, _kafka_config(kafka_config or [])))
+
+
+def status_command(
+    database_url: Annotated[str | None, typer.Option(help="OUTBOX_DATABASE_URL")] = None,
+    schema: Annotated[str | None, typer.Option(help="OUTBOX_SCHEMA")] = None,
+    format: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
+) -> None:
+    """Show the backlog per shard, the oldest unpublished age, leases, instances, DLQ count and held keys."""
+    import sqlalchemy as sa
+
+    from outbox.errors import ConfigError, OutboxError
+    from outbox.store.relay import RelayStore
+    from relay.app import EXIT_CONFIG, EXIT_COULD_NOT_RUN, fail
+    from relay.config import StatusSettings
+    from relay.status import render_table, to_json
+
+    try:
+        s = StatusSettings.load({"database_url": database_url, "db_schema": schema})
+    except ConfigError as exc:
+        raise typer.Exit(fail(EXIT_CONFIG, "configuration error", exc)) from None
+    engine = sa.create_engine(s.sqlalchemy_url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 10})
+    try:
+        st = RelayStore(engine, s.db_schema).status()
+    except OutboxError as exc:
+        raise typer.Exit(fail(EXIT_COULD_NOT_RUN, "cannot read status", exc)) from None
+    finally:
+        engine.dispose()
+    if format is Format.JSON:
+        typer.echo(json.dumps(to_json(st), indent=2, default=str))
+    else:
+        render_table(st)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to ``app``."""
+    """Add ``relay`` and ``status`` to the ``outbox`` CLI."""
+    app.command("relay")(relay_command)
+    app.command("status")(status_command)

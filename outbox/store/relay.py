@@ -1,0 +1,316 @@
+"""The relay's SQL: claim, mark, attempts and dead letters, leases, instances, status.
+
+Every method runs (and commits) its own short transaction, so the relay never holds a database transaction
+open across a Kafka call. All time comparisons use the database clock (``now()``), so instances on hosts with
+skewed clocks still agree on which lease has expired.
+
+Fencing on the database side: a lease row carries an ``epoch`` bumped on every change of owner. Marks and
+dead-letters are refused (:class:`LeaseLostError`) unless the caller still owns the shard at the epoch it
+started with. Marks never block on lease changes (no row lock on the lease), because a mark is always truthful:
+the relay marks only what Kafka has committed (see docs/decisions/010-exactly-once-relay.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+
+from outbox.errors import LeaseLostError
+from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
+from outbox.store import translate_errors
+
+_PENDING = sa.and_(event.c.published_at.is_(None), event.c.dead_at.is_(None))
+# A key is held while it has an open dead letter: its later rows wait so per-key order is kept.
+_HELD = sa.exists().where(dead_letter.c.resolved_at.is_(None), dead_letter.c.topic == event.c.topic,
+                          dead_letter.c.key == event.c.key)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """One claimed, unpublished event: everything needed to build its Kafka record."""
+
+    id: int
+    event_id: uuid.UUID
+    topic: str
+    key: bytes | None
+    payload: bytes
+    content_type: str
+    type: str
+    source: str
+    subject: str | None
+    time: datetime
+    headers: Any  # the JSONB user headers as stored by the writer (decoded by relay.records)
+    traceparent: str | None
+    key_seq: int | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where one event landed in Kafka."""
+
+    id: int
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    shard: int
+    owner: str | None
+    epoch: int
+    expires_at: datetime | None
+    renewed_at: datetime | None
+    expires_in_s: float | None  # by the database clock; None when free, negative when expired
+
+    @property
+    def free(self) -> bool:
+        """Takeable now: never owned, released, or expired."""
+        return self.owner is None or self.expires_in_s is None or self.expires_in_s < 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardBacklog:
+    shard: int
+    pending: int
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldKey:
+    topic: str
+    key: bytes | None
+    dead_letters: int
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    host: str
+    pid: int
+    heartbeat_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    backlog: tuple[ShardBacklog, ...]
+    leases: tuple[Lease, ...]
+    instances: tuple[Instance, ...]
+    dead_letters_open: int
+    held_keys: tuple[HeldKey, ...]
+
+    @property
+    def pending(self) -> int:
+        return sum(b.pending for b in self.backlog)
+
+
+_CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, event.c.payload,
+                  event.c.content_type, event.c.type, event.c.source, event.c.subject, event.c.time,
+                  event.c.headers, event.c.traceparent, event.c.key_seq, event.c.attempts)
+
+
+class RelayStore:
+    """The relay's view of the outbox database."""
+
+    def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:
+        tm = translate_map(schema)
+        self._engine = engine.execution_options(schema_translate_map=tm) if tm else engine
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    # --- claim / mark ------------------------------------------------------------------------------------
+    def claim(self, shard: int, limit: int) -> list[PendingRow]:
+        """The shard's next pending rows in id order (= per-key commit order), skipping held keys."""
+        q = (sa.select(*_CLAIM_COLUMNS).where(event.c.shard == shard, _PENDING, ~_HELD)
+             .order_by(event.c.id).limit(limit))
+        with translate_errors(f"claiming shard {shard}"), self._engine.connect() as c:
+            rows = c.execute(q).all()
+            c.rollback()
+        return [PendingRow(*r) for r in rows]  # type: ignore[call-arg]
+
+    def mark_published(self, shard: int, owner: str, epoch: int, marks: Sequence[Mark],
+                       before_commit: Callable[[], None] | None = None) -> int:
+        """Set published_at/partition/offset/epoch on ``marks`` in one set-based UPDATE; returns rows changed.
+
+        Rows already published are left alone (idempotent: recovery may mark what the old owner marked).
+        Raises LeaseLostError if ``owner`` no longer holds ``shard`` at ``epoch``.
+        """
+        if not marks:
+            return 0
+        v = sa.func.unnest(
+            sa.bindparam("ids", [m.id for m in marks], type_=ARRAY(sa.BigInteger)),
+            sa.bindparam("ps", [m.partition for m in marks], type_=ARRAY(sa.Integer)),
+            sa.bindparam("os", [m.offset for m in marks], type_=ARRAY(sa.BigInteger)),
+        ).table_valued("id", "p", "o").render_derived(name="v", with_types=False)
+        upd = (event.update().where(event.c.id == v.c.id, event.c.published_at.is_(None))
+               .values(published_at=sa.func.now(), kafka_partition=v.c.p, kafka_offset=v.c.o, relay_epoch=epoch))
+        with translate_errors(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
+            self._guard(c, shard, owner, epoch)
+            n = c.execute(upd).rowcount
+            if before_commit is not None:
+                before_commit()
+        return int(n)
+
+    def record_failures(self, shard: int, owner: str, epoch: int, errors: Mapping[int, str]) -> dict[int, int]:
+        """attempts += 1 and last_error for each failed row id; returns the new attempt counts."""
+        if not errors:
+            return {}
+        out: dict[int, int] = {}
+        with translate_errors(f"recording failures on shard {shard}"), self._engine.begin() as c:
+            self._guard(c, shard, owner, epoch)
+            for rid, err in errors.items():
+                r = c.execute(event.update().where(event.c.id == rid, _PENDING)
+                              .values(attempts=event.c.attempts + 1, last_error=err[:4000])
+                              .returning(event.c.attempts)).first()
+                if r is not None:
+                    out[rid] = int(r[0])
+        return out
+
+    def dead_letter(self, shard: int, owner: str, epoch: int, row_id: int, *, reason: str, error_class: str) -> bool:
+        """Move one pending row to the DLQ (dead_letter row + dead_at); its key is held from now on."""
+        src = (sa.select(event.c.id, event.c.event_id, event.c.topic, event.c.key, event.c.key_seq,
+                         sa.literal(reason[:4000]), sa.literal(error_class), event.c.attempts)
+               .where(event.c.id == row_id, _PENDING))
+        ins = insert(dead_letter).from_select(
+            ["event_pk", "event_id", "topic", "key", "key_seq", "reason", "error_class", "attempts"], src,
+        ).on_conflict_do_nothing(index_elements=["event_pk"])
+        with translate_errors(f"dead-lettering row {row_id}"), self._engine.begin() as c:
+            self._guard(c, shard, owner, epoch)
+            c.execute(ins)
+            n = c.execute(event.update().where(event.c.id == row_id, _PENDING)
+                          .values(dead_at=sa.func.now(), last_error=reason[:4000])).rowcount
+        return bool(n)
+
+    def owns(self, shard: int, owner: str, epoch: int) -> bool:
+        """Whether ``owner`` still holds ``shard`` at ``epoch`` (expired but not taken over counts as held)."""
+        try:
+            with translate_errors(f"checking the lease of shard {shard}"), self._engine.connect() as c:
+                self._guard(c, shard, owner, epoch)
+        except LeaseLostError:
+            return False
+        return True
+
+    @staticmethod
+    def _guard(c: sa.Connection, shard: int, owner: str, epoch: int) -> None:
+        ok = c.execute(sa.select(relay_lease.c.epoch).where(
+            relay_lease.c.shard == shard, relay_lease.c.owner == owner, relay_lease.c.epoch == epoch)).first()
+        if ok is None:
+            raise LeaseLostError(f"shard {shard} is no longer owned by {owner} at epoch {epoch}; write refused")
+
+    # --- leases ------------------------------------------------------------------------------------------
+    def ensure_leases(self, shards: int) -> None:
+        rows = [{"shard": s} for s in range(shards)]
+        with translate_errors("creating lease rows"), self._engine.begin() as c:
+            c.execute(insert(relay_lease).values(rows).on_conflict_do_nothing(index_elements=["shard"]))
+
+    def acquire(self, owner: str, shards: Sequence[int], ttl_s: float) -> dict[int, int]:
+        """Take each of ``shards`` that is free or expired; returns ``{shard: new epoch}`` for those taken.
+
+        The epoch is bumped on every change of owner, which fences the previous owner's database writes.
+        """
+        if not shards:
+            return {}
+        lt = relay_lease
+        free = sa.or_(lt.c.owner.is_(None), lt.c.expires_at.is_(None), lt.c.expires_at < sa.func.now(),
+                      lt.c.owner == owner)
+        upd = (lt.update().where(lt.c.shard.in_(list(shards)), free)
+               .values(owner=owner, epoch=lt.c.epoch + 1, expires_at=sa.func.now() + _seconds(ttl_s),
+                       renewed_at=sa.func.now())
+               .returning(lt.c.shard, lt.c.epoch))
+        with translate_errors("acquiring leases"), self._engine.begin() as c:
+            return {int(s): int(e) for s, e in c.execute(upd).all()}
+
+    def renew(self, owner: str, held: Mapping[int, int], ttl_s: float) -> dict[int, int]:
+        """Extend the leases still ours at the same epoch; returns the ones renewed (the others are lost)."""
+        if not held:
+            return {}
+        lt = relay_lease
+        upd = (lt.update().where(lt.c.owner == owner, lt.c.shard.in_(list(held)))
+               .values(expires_at=sa.func.now() + _seconds(ttl_s), renewed_at=sa.func.now())
+               .returning(lt.c.shard, lt.c.epoch))
+        with translate_errors("renewing leases"), self._engine.begin() as c:
+            got = {int(s): int(e) for s, e in c.execute(upd).all()}
+        return {s: e for s, e in got.items() if held.get(s) == e}
+
+    def release(self, owner: str, held: Mapping[int, int]) -> None:
+        """Give leases up at once (graceful shutdown / rebalance), so the next owner need not wait the TTL."""
+        if not held:
+            return
+        lt = relay_lease
+        with translate_errors("releasing leases"), self._engine.begin() as c:
+            for s, e in held.items():
+                c.execute(lt.update().where(lt.c.shard == s, lt.c.owner == owner, lt.c.epoch == e)
+                          .values(owner=None, expires_at=None))
+
+    def leases(self) -> list[Lease]:
+        lt = relay_lease
+        q = sa.select(lt.c.shard, lt.c.owner, lt.c.epoch, lt.c.expires_at, lt.c.renewed_at,
+                      sa.func.extract("epoch", lt.c.expires_at - sa.func.now())).order_by(lt.c.shard)
+        with translate_errors("reading leases"), self._engine.connect() as c:
+            return [Lease(int(r[0]), r[1], int(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
+                    for r in c.execute(q).all()]
+
+    # --- instances ---------------------------------------------------------------------------------------
+    def heartbeat(self, instance_id: str, host: str, pid: int, ttl_s: float) -> list[str]:
+        """Record that this instance is alive; returns the ids of live instances (sorted), self included."""
+        it = relay_instance
+        up = insert(it).values(instance_id=instance_id, host=host, pid=pid)
+        up = up.on_conflict_do_update(index_elements=["instance_id"], set_={"heartbeat_at": sa.func.now()})
+        live = (sa.select(it.c.instance_id).where(it.c.heartbeat_at > sa.func.now() - _seconds(ttl_s))
+                .order_by(it.c.instance_id))
+        with translate_errors("heartbeating"), self._engine.begin() as c:
+            c.execute(up)
+            # Forget instances dead for long: they would only clutter `outbox status`.
+            c.execute(it.delete().where(it.c.heartbeat_at < sa.func.now() - _seconds(max(3600.0, ttl_s * 10))))
+            return [str(r[0]) for r in c.execute(live).all()]
+
+    def deregister(self, instance_id: str) -> None:
+        with translate_errors("deregistering"), self._engine.begin() as c:
+            c.execute(relay_instance.delete().where(relay_instance.c.instance_id == instance_id))
+
+    # --- status ------------------------------------------------------------------------------------------
+    def backlog(self, shards: Sequence[int] | None = None) -> list[ShardBacklog]:
+        q = (sa.select(event.c.shard, sa.func.count(),
+                       sa.func.extract("epoch", sa.func.now() - sa.func.min(event.c.created_at)))
+             .where(_PENDING).group_by(event.c.shard).order_by(event.c.shard))
+        if shards is not None:
+            q = q.where(event.c.shard.in_(list(shards)))
+        with translate_errors("reading the backlog"), self._engine.connect() as c:
+            return [ShardBacklog(int(s), int(n), float(a) if a is not None else None) for s, n, a in c.execute(q)]
+
+    def held_keys(self, limit: int = 1000) -> list[HeldKey]:
+        d = dead_letter
+        q = (sa.select(d.c.topic, d.c.key, sa.func.count(), sa.func.min(d.c.failed_at))
+             .where(d.c.resolved_at.is_(None)).group_by(d.c.topic, d.c.key)
+             .order_by(sa.func.min(d.c.failed_at)).limit(limit))
+        with translate_errors("reading held keys"), self._engine.connect() as c:
+            return [HeldKey(t, bytes(k) if k is not None else None, int(n), ts) for t, k, n, ts in c.execute(q)]
+
+    def dead_letters_open(self) -> int:
+        q = sa.select(sa.func.count()).select_from(dead_letter).where(dead_letter.c.resolved_at.is_(None))
+        with translate_errors("counting dead letters"), self._engine.connect() as c:
+            return int(c.execute(q).scalar_one())
+
+    def instances(self) -> list[Instance]:
+        it = relay_instance
+        q = sa.select(it.c.instance_id, it.c.host, it.c.pid,
+                      sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)).order_by(it.c.instance_id)
+        with translate_errors("reading instances"), self._engine.connect() as c:
+            return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
+
+    def status(self) -> Status:
+        return Status(tuple(self.backlog()), tuple(self.leases()), tuple(self.instances()),
+                      self.dead_letters_open(), tuple(self.held_keys()))
+
+
+def _seconds(s: float) -> sa.ColumnElement[Any]:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.literal(float(s), sa.Float))

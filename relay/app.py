@@ -1,0 +1,106 @@
+"""``outbox relay``: validate, check the world, then run the supervisor until SIGTERM/SIGINT.
+
+Exit codes: 0 stopped cleanly (also after the drain deadline), 2 could not start (database unreachable, schema
+behind, Kafka unreachable, HTTP port taken), 3 bad configuration, 130 second signal (immediate exit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbox.errors import ConfigError, OutboxError
+from outbox.store.relay import RelayStore
+from relay import logs, startup
+from relay.config import RelaySettings
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+log = logging.getLogger("relay")
+
+
+def fail(code: int, what: str, exc: BaseException) -> int:
+    """Print the error with its cause chain (one line each) on stderr; return ``code``."""
+    lines = [f"outbox relay: {what}: {exc}"]
+    cause = exc.__cause__
+    while cause is not None:
+        lines.append(f"  caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}")
+        cause = cause.__cause__
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return code
+
+
+def main(overrides: dict[str, Any] | None = None, kafka_config: dict[str, str] | None = None) -> int:
+    try:
+        settings = RelaySettings.load(overrides, kafka_config)
+    except ConfigError as exc:
+        return fail(EXIT_CONFIG, "configuration error", exc)
+    logs.setup(settings.log_level)
+    if settings.test_kill_at or settings.test_broken:
+        log.warning("TEST-ONLY fault settings are active: never use them in production",
+                    extra={"kill_at": settings.test_kill_at, "broken": settings.test_broken})
+    return serve(settings)
+
+
+def serve(settings: RelaySettings) -> int:
+    from relay import kafka  # the only confluent_kafka importer; deferred so `outbox status` never loads it
+    from relay.http import HealthServer
+    from relay.supervisor import Supervisor
+
+    engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 3, pool_pre_ping=True,
+                              connect_args={"connect_timeout": 10, "application_name": "outbox-relay"})
+    try:
+        startup.check_database(engine)
+    except OutboxError as exc:
+        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
+    try:
+        startup.check_schema(engine, settings.db_schema)
+    except OutboxError as exc:
+        return fail(EXIT_COULD_NOT_RUN, "schema behind", exc)
+    try:
+        kafka.probe(settings, timeout=min(15.0, settings.kafka_timeout_s))
+        checkpoints = kafka.KafkaCheckpointLog(settings)
+        checkpoints.ensure(settings.shards)
+    except OutboxError as exc:
+        return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc)
+    sup = Supervisor(settings, RelayStore(engine, settings.db_schema),
+                     transport_factory=lambda shard: kafka.KafkaTransport(settings, shard), checkpoints=checkpoints)
+    http = None
+    if settings.http_port >= 0:
+        try:
+            http = HealthServer(settings.http_host, settings.http_port, sup.metrics.registry,
+                                sup.healthy, sup.ready).start()
+        except OSError as exc:
+            return fail(EXIT_COULD_NOT_RUN, f"cannot serve HTTP on {settings.http_host}:{settings.http_port}", exc)
+    stop = threading.Event()
+    _install_signals(stop)
+    log.info("relay started", extra={
+        "instance": settings.instance_id, "shards": settings.shards, "http_port": http.port if http else None,
+        "settings": logs.redact(settings.model_dump(mode="json", exclude={"kafka_extra"})),
+        "kafka_extra": logs.redact(settings.kafka_extra)})
+    try:
+        sup.run(stop)
+    finally:
+        if http is not None:
+            http.stop()
+        engine.dispose()
+    return EXIT_OK
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            # Second signal: leave now. Safe: an open Kafka transaction is aborted by the next owner.
+            os._exit(EXIT_INTERRUPTED)
+        log.info("stopping: finishing in-flight batches, then releasing leases",
+                 extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,275 @@
+"""The relay's settings: one frozen object per process, validated at start. The only env reader of the relay.
+
+Each field says its environment variable, unit, default and trade-off; ``outbox relay`` flags override the
+environment. A bad value raises :class:`outbox.errors.ConfigError` naming the variable (exit code 3).
+
+librdkafka settings pass through unchanged (for TLS/SASL and tuning): ``OUTBOX_KAFKA_<NAME>`` becomes
+``<name>`` with ``_`` turned into ``.`` (``OUTBOX_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` → ``security.protocol``),
+and ``--kafka-config key=value`` sets a key verbatim. They override the relay's producer defaults, except the
+settings exactly-once depends on (``transactional.id``, ``enable.idempotence``, ``acks``), which are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from enum import Enum
+from typing import Any, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox.errors import ConfigError
+
+KAFKA_ENV_PREFIX = "OUTBOX_KAFKA_"
+# Exactly-once rests on these; letting a passthrough change them would silently void the guarantee.
+PROTECTED_KAFKA_KEYS = frozenset({"transactional.id", "enable.idempotence", "acks", "isolation.level"})
+
+
+class KillPoint(Enum):
+    """TEST ONLY: where the relay SIGKILLs itself (OUTBOX_RELAY_TEST_KILL_AT), to prove recovery."""
+
+    BEFORE_PRODUCE = "before_produce"  # batch claimed, Kafka transaction not begun
+    MID_PRODUCE = "mid_produce"  # half the batch flushed to the broker inside an open transaction
+    AFTER_COMMIT = "after_commit"  # Kafka transaction committed, DB mark not started
+    MID_MARK = "mid_mark"  # DB mark UPDATE executed, its transaction not committed
+
+
+class BrokenMode(Enum):
+    """TEST ONLY: a deliberately wrong relay (OUTBOX_RELAY_TEST_BROKEN) the fault suite must catch."""
+
+    # Marks rows published before the Kafka commit and skips checkpoint recovery: a crash between the two loses
+    # the batch from Kafka while the table says "published" (and the checker must say "lost").
+    MARK_BEFORE_COMMIT = "mark_before_commit"
+
+
+class Compression(Enum):
+    NONE = "none"
+    LZ4 = "lz4"
+    ZSTD = "zstd"
+    SNAPPY = "snappy"
+    GZIP = "gzip"
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RelaySettings(BaseSettings):
+    """All the relay's knobs. Construct with :meth:`load`, never directly from a module import."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OUTBOX_RELAY_", frozen=True, extra="ignore", populate_by_name=True, case_sensitive=False,
+    )
+
+    # --- where -------------------------------------------------------------------------------------------
+    database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
+    """OUTBOX_DATABASE_URL: SQLAlchemy URL of the outbox database (``postgresql+psycopg://...``). Required."""
+    bootstrap_servers: str = Field(validation_alias="KAFKA_BOOTSTRAP_SERVERS", min_length=1)
+    """KAFKA_BOOTSTRAP_SERVERS: comma-separated ``host:port`` list. Required."""
+    db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """OUTBOX_SCHEMA: Postgres schema of the outbox tables. Default ``outbox``."""
+
+    # --- ownership ---------------------------------------------------------------------------------------
+    shards: int = Field(8, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 8.
+    More shards spread over more relay instances (one transactional producer each) but cost one producer and
+    one checkpoint partition per shard."""
+    instance_id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=200)
+    """OUTBOX_RELAY_INSTANCE_ID: this instance's name in the lease tables. Default ``<host>-<pid>-<random>``."""
+    lease_ttl_s: float = Field(3.0, gt=0.2, le=300)
+    """OUTBOX_RELAY_LEASE_TTL_S (seconds, default 3): a lease not renewed for this long is taken over. Lower
+    fails over faster; too low and a GC pause or a slow database makes healthy instances lose shards."""
+    heartbeat_s: float = Field(1.0, gt=0.05, le=60)
+    """OUTBOX_RELAY_HEARTBEAT_S (seconds, default 1): lease renewal and rebalance period. At most TTL/2."""
+
+    # --- Kafka -------------------------------------------------------------------------------------------
+    transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>``. Default ``outbox-relay``.
+    Must be the same on every instance (it is the Kafka-side fencing token) and unique per outbox database."""
+    checkpoint_topic: str = Field("outbox-relay-checkpoints", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    """OUTBOX_RELAY_CHECKPOINT_TOPIC: compacted topic holding each shard's last committed batch, created at
+    start if missing (one partition per shard). Default ``outbox-relay-checkpoints``."""
+    checkpoint_replication: int = Field(-1, ge=-1, le=32)
+    """OUTBOX_RELAY_CHECKPOINT_REPLICATION: replication factor when creating the checkpoint topic; -1 (default)
+    uses the broker's ``default.replication.factor``."""
+    compression: Compression = Compression.LZ4
+    """OUTBOX_RELAY_COMPRESSION: lz4 (default: cheap CPU, good ratio), zstd (smaller, more CPU), none, ..."""
+    linger_ms: int = Field(20, ge=0, le=1000)
+    """OUTBOX_RELAY_LINGER_MS (ms, default 20): producer batching delay. The relay flushes at the end of each
+    batch, so linger only shapes the record batches inside one transaction and never adds idle latency."""
+    transaction_timeout_ms: int = Field(60000, ge=1000, le=900000)
+    """OUTBOX_RELAY_TRANSACTION_TIMEOUT_MS (ms, default 60000): broker aborts a transaction open this long.
+    Keep well above the batch time; a zombie's open transaction is aborted at once by the next owner anyway."""
+    kafka_timeout_s: float = Field(30.0, gt=0, le=600)
+    """OUTBOX_RELAY_KAFKA_TIMEOUT_S (seconds, default 30): bound on init/flush/commit/abort calls."""
+    kafka_extra: dict[str, str] = Field(default_factory=dict)
+    """``OUTBOX_KAFKA_*`` and ``--kafka-config``: extra librdkafka settings (see the module docstring)."""
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    batch_size: int = Field(2000, ge=1, le=20000)
+    """OUTBOX_RELAY_BATCH_SIZE (rows, default 2000): rows per Kafka transaction. Larger amortises the commit
+    and the mark; smaller lowers the work redone after a crash and the checkpoint record's size."""
+    poll_min_s: float = Field(0.002, ge=0, le=10)
+    """OUTBOX_RELAY_POLL_MIN_S (seconds, default 0.002): first idle sleep after an empty claim."""
+    poll_max_s: float = Field(0.25, gt=0, le=60)
+    """OUTBOX_RELAY_POLL_MAX_S (seconds, default 0.25): idle sleep ceiling. Full batches never sleep; an idle
+    relay doubles its sleep from poll_min up to this. Lower = lower latency after idleness, more empty polls."""
+    retry_initial_s: float = Field(0.1, gt=0, le=60)
+    """OUTBOX_RELAY_RETRY_INITIAL_S (seconds, default 0.1): first backoff after a transient error (jittered,
+    doubling up to retry_max_s). Transient errors are retried forever: a row is never dropped."""
+    retry_max_s: float = Field(5.0, gt=0, le=600)
+    """OUTBOX_RELAY_RETRY_MAX_S (seconds, default 5): backoff ceiling for transient errors."""
+    max_attempts: int = Field(3, ge=1, le=1000)
+    """OUTBOX_RELAY_MAX_ATTEMPTS (default 3): permanent failures of one row before it is dead-lettered (its
+    key is then held to keep order; other keys flow)."""
+    drain_deadline_s: float = Field(10.0, gt=0, le=600)
+    """OUTBOX_RELAY_DRAIN_DEADLINE_S (seconds, default 10): on SIGTERM/SIGINT, time to finish the in-flight
+    batch and release leases before exiting anyway (an unfinished transaction is aborted by the next owner)."""
+
+    # --- observability -----------------------------------------------------------------------------------
+    http_host: str = "0.0.0.0"  # metrics are scraped from outside the host
+    """OUTBOX_RELAY_HTTP_HOST: bind address of /metrics, /healthz, /readyz. Default 0.0.0.0."""
+    http_port: int = Field(9108, ge=-1, le=65535)
+    """OUTBOX_RELAY_HTTP_PORT (default 9108): port of /metrics, /healthz, /readyz; 0 = any free port (logged),
+    -1 = no HTTP server."""
+    stats_interval_s: float = Field(5.0, gt=0, le=3600)
+    """OUTBOX_RELAY_STATS_INTERVAL_S (seconds, default 5): refresh of backlog/DLQ/held-key gauges (one
+    aggregate query over the pending index)."""
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    """OUTBOX_RELAY_LOG_LEVEL: DEBUG, INFO (default: logs only when rows moved or something failed), ..."""
+
+    # --- TEST ONLY ---------------------------------------------------------------------------------------
+    test_kill_at: KillPoint | None = None
+    """OUTBOX_RELAY_TEST_KILL_AT (TEST ONLY): SIGKILL this process at that point of the Nth batch."""
+    test_kill_batch: int = Field(1, ge=1)
+    """OUTBOX_RELAY_TEST_KILL_BATCH (TEST ONLY, default 1): which non-empty batch (process-wide count)."""
+    test_broken: BrokenMode | None = None
+    """OUTBOX_RELAY_TEST_BROKEN (TEST ONLY): run a deliberately wrong protocol, to prove the checks catch it."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.heartbeat_s * 2 > self.lease_ttl_s:
+            raise ValueError(f"OUTBOX_RELAY_HEARTBEAT_S ({self.heartbeat_s}) must be at most half of "
+                             f"OUTBOX_RELAY_LEASE_TTL_S ({self.lease_ttl_s}), or a single late renewal loses a lease")
+        if self.poll_min_s > self.poll_max_s:
+            raise ValueError("OUTBOX_RELAY_POLL_MIN_S must not exceed OUTBOX_RELAY_POLL_MAX_S")
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError("OUTBOX_RELAY_RETRY_INITIAL_S must not exceed OUTBOX_RELAY_RETRY_MAX_S")
+        if self.transaction_timeout_ms < self.kafka_timeout_s * 1000:
+            raise ValueError("OUTBOX_RELAY_TRANSACTION_TIMEOUT_MS must be at least OUTBOX_RELAY_KAFKA_TIMEOUT_S")
+        bad = PROTECTED_KAFKA_KEYS & set(self.kafka_extra)
+        if bad:
+            raise ValueError(f"OUTBOX_KAFKA_* / --kafka-config may not set {sorted(bad)}: exactly-once needs them")
+        _check_url(self.database_url)
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with the psycopg 3 driver, whatever spelling the user gave."""
+        return _psycopg_url(self.database_url)
+
+    def transactional_id(self, shard: int) -> str:
+        return f"{self.transactional_id_prefix}-{shard}"
+
+    def env_name(self, field: str) -> str:
+        """The environment variable behind ``field`` (for error messages)."""
+        info = type(self).model_fields.get(field)
+        return _env_name(field, info.validation_alias if info else None)
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None, kafka_config: dict[str, str] | None = None,
+             environ: dict[str, str] | None = None) -> RelaySettings:
+        """Read the environment (or ``environ``), apply flag ``overrides`` (field names), validate.
+
+        Raises ConfigError naming the variable of the first bad value.
+        """
+        env = dict(os.environ if environ is None else environ)
+        extra = {k[len(KAFKA_ENV_PREFIX):].lower().replace("_", "."): v
+                 for k, v in env.items() if k.startswith(KAFKA_ENV_PREFIX) and len(k) > len(KAFKA_ENV_PREFIX)}
+        extra.update(kafka_config or {})
+        kw: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
+        kw["kafka_extra"] = extra
+        try:
+            if environ is None:
+                return cls(**kw)
+            return _from_mapping(cls, env, kw)
+        except ValidationError as exc:
+            raise ConfigError(_describe(cls, exc)) from exc
+
+
+def _from_mapping(cls: type[RelaySettings], env: dict[str, str], kw: dict[str, Any]) -> RelaySettings:
+    """Validate against an explicit mapping instead of os.environ (unit tests, embedding)."""
+    values: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        var = _env_name(name, info.validation_alias)
+        if var in env:
+            values[name] = env[var]
+    values.update(kw)
+    return cls.model_validate(values, context=None)
+
+
+def _env_name(field: str, alias: object) -> str:
+    return alias if isinstance(alias, str) else f"OUTBOX_RELAY_{field.upper()}"
+
+
+def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        field = loc[0] if loc else ""
+        info = cls.model_fields.get(field)
+        if info is None:
+            by_alias = {(_env_name(n, i.validation_alias)): n for n, i in cls.model_fields.items()}
+            var = field if field in by_alias else ""
+        else:
+            var = _env_name(field, info.validation_alias)
+            flag = {"db_schema": "schema"}.get(field, field).replace("_", "-")
+            var = f"{var} (--{flag})"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "missing":
+            msg = "is required but not set"
+        parts.append(f"{var}: {msg}{shown}" if var else msg)
+    return "bad relay configuration: " + "; ".join(parts)
+
+
+class StatusSettings(BaseSettings):
+    """What ``outbox status`` needs: only the database."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
+    db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None) -> StatusSettings:
+        try:
+            return cls(**{k: v for k, v in (overrides or {}).items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError(_describe(cls, exc).replace("relay configuration", "status configuration")) from exc
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return _psycopg_url(self.database_url)
+
+
+def _psycopg_url(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _check_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(_psycopg_url(url))
+    except ArgumentError as exc:
+        raise ValueError(f"OUTBOX_DATABASE_URL is not a database URL ({exc})") from None
+    if not u.drivername.startswith("postgresql"):
+        raise ValueError(f"OUTBOX_DATABASE_URL must be a PostgreSQL URL, got driver {u.drivername!r}")

@@ -1,0 +1,265 @@
+"""The relay's only contact with Kafka (the only ``confluent_kafka`` import in ``relay/``).
+
+librdkafka errors are translated here, once, into :mod:`outbox.errors`:
+
+* ``FencedError``            a newer producer with our transactional.id exists (we are a zombie), or fatal error
+* ``PermanentPublishError``  the broker will never take this record (too large, invalid/unknown topic, denied)
+* ``KafkaUnavailableError``  everything else: timeouts, transport, coordinator moves (retry with backoff)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer as _Consumer
+from confluent_kafka import IsolationLevel as _Iso
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+
+from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
+from relay.config import RelaySettings
+from relay.ports import Delivery, OutRecord
+
+log = logging.getLogger("relay.kafka")
+
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+_PERMANENT = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+})
+# Records failed only because their transaction was aborted or purged: a consequence, never a cause.
+_CONSEQUENCE = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def translate(err: KafkaError, doing: str) -> PublishError:
+    """Map one librdkafka error to the tree (the caller raises it ``from`` the original exception)."""
+    code = err.code()
+    text = f"{doing}: {err.name()}: {err.str()}"
+    if code in _FENCED:
+        return FencedError(f"fenced while {text}")
+    if code in _PERMANENT:
+        return PermanentPublishError(text)
+    if err.fatal():
+        # Fatal producer errors cannot be cleared on this instance; the worker drops it and re-initialises,
+        # which re-runs recovery, like a fencing.
+        return FencedError(f"fatal producer error while {text}")
+    return KafkaUnavailableError(text)
+
+
+def _call(doing: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except KafkaException as exc:
+        raise translate(exc.args[0], doing) from exc
+
+
+def producer_config(settings: RelaySettings, shard: int) -> dict[str, Any]:
+    """The producer settings of DESIGN §4 (tuned in bench/relay.py); passthrough keys override tuning ones."""
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        # Same partitions as Java clients for the same key (librdkafka's default hash differs).
+        "partitioner": "murmur2_random",
+        "compression.type": settings.compression.value,
+        "linger.ms": settings.linger_ms,
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+        # A record not delivered within the transaction's life fails it (and the batch is retried).
+        "message.timeout.ms": settings.transaction_timeout_ms,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": max(100000, settings.batch_size * 4),
+        "log_level": 4,
+    }
+    cfg.update(settings.kafka_extra)
+    cfg.update({"transactional.id": settings.transactional_id(shard), "enable.idempotence": True, "acks": "all"})
+    return cfg
+
+
+def client_config(settings: RelaySettings) -> dict[str, Any]:
+    """Settings for admin/consumer clients: bootstrap plus the passthrough (TLS/SASL), minus producer tuning."""
+    producer_only = {"linger.ms", "compression.type", "batch.num.messages", "queue.buffering.max.messages",
+                     "partitioner", "message.timeout.ms", "transaction.timeout.ms", "batch.size",
+                     "message.max.bytes", "queue.buffering.max.kbytes", "retries", "retry.backoff.ms"}
+    cfg: dict[str, Any] = {k: v for k, v in settings.kafka_extra.items() if k not in producer_only}
+    cfg["bootstrap.servers"] = settings.bootstrap_servers
+    cfg.setdefault("log_level", 3)
+    return cfg
+
+
+class KafkaTransport:
+    """One shard's transactional producer. Never waits per message: deliveries are collected at flush()."""
+
+    def __init__(self, settings: RelaySettings, shard: int) -> None:
+        self._timeout = settings.kafka_timeout_s
+        self._checkpoint_topic = settings.checkpoint_topic
+        self._tid = settings.transactional_id(shard)
+        self._producer = Producer(producer_config(settings, shard), logger=log)
+        self._deliveries: list[Delivery] = []
+        self._errors_seen = 0
+
+    def _on_delivery(self, ref: int, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self._deliveries.append(Delivery(ref, msg.partition(), msg.offset()))
+        else:
+            self._errors_seen += 1
+            e = None if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}")
+            self._deliveries.append(Delivery(ref, -1, -1, e or KafkaUnavailableError(err.str())))
+
+    def init(self) -> None:
+        _call(f"initialising transactions for {self._tid}", self._producer.init_transactions, self._timeout)
+
+    def begin(self) -> None:
+        self._deliveries = []
+        _call(f"beginning a transaction ({self._tid})", self._producer.begin_transaction)
+
+    def send(self, record: OutRecord) -> None:
+        cb = functools.partial(self._on_delivery, record.ref)
+        while True:
+            try:
+                self._producer.produce(record.topic, record.value, record.key, headers=list(record.headers),
+                                       on_delivery=cb)
+                return
+            except BufferError:
+                # The local queue is full: let librdkafka drain some, then queue again (nothing lost).
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise translate(exc.args[0], f"producing outbox row {record.ref} to {record.topic!r}") from exc
+
+    def send_checkpoint(self, partition: int, key: bytes, value: bytes) -> None:
+        try:
+            self._producer.produce(self._checkpoint_topic, value, key, partition=partition)
+        except (KafkaException, BufferError) as exc:
+            err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL)
+            raise translate(err, "producing the checkpoint") from exc
+
+    def flush(self) -> list[Delivery]:
+        deadline = time.monotonic() + self._timeout
+        left = self._producer.flush(self._timeout)
+        while left and time.monotonic() < deadline:
+            left = self._producer.flush(max(0.1, deadline - time.monotonic()))
+        if left:
+            raise KafkaUnavailableError(f"{left} records not acknowledged within {self._timeout:.0f}s ({self._tid})")
+        out, self._deliveries = self._deliveries, []
+        return out
+
+    def commit(self) -> None:
+        _call(f"committing ({self._tid})", self._producer.commit_transaction, self._timeout)
+
+    def abort(self) -> None:
+        _call(f"aborting ({self._tid})", self._producer.abort_transaction, self._timeout)
+
+    def close(self) -> None:
+        # Closing never commits: an open transaction is aborted by the broker or by the next owner's init.
+        self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+        self._producer.flush(0)
+
+
+class KafkaCheckpointLog:
+    """The compacted checkpoint topic: key = shard, value = the shard's last committed batch."""
+
+    def __init__(self, settings: RelaySettings) -> None:
+        self._settings = settings
+        self._topic = settings.checkpoint_topic
+        self._partitions = 0
+        self._admin = AdminClient(client_config(settings))
+
+    def ensure(self, shards: int) -> int:
+        md = _call("reading metadata", self._admin.list_topics, None, self._settings.kafka_timeout_s)
+        if self._topic not in md.topics or md.topics[self._topic].error is not None:
+            nt = NewTopic(self._topic, num_partitions=shards, replication_factor=self._settings.checkpoint_replication,
+                          config={"cleanup.policy": "compact"})
+            fut = self._admin.create_topics([nt], operation_timeout=self._settings.kafka_timeout_s)[self._topic]
+            try:
+                fut.result(self._settings.kafka_timeout_s)
+                log.info("created checkpoint topic", extra={"topic": self._topic, "partitions": shards})
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise translate(exc.args[0], f"creating checkpoint topic {self._topic!r}") from exc
+            md = _call("reading metadata", self._admin.list_topics, self._topic, self._settings.kafka_timeout_s)
+        self._partitions = len(md.topics[self._topic].partitions)
+        if self._partitions < shards:
+            log.warning("checkpoint topic has fewer partitions than shards; shards share partitions",
+                        extra={"topic": self._topic, "partitions": self._partitions, "shards": shards})
+        return self._partitions
+
+    def partition_for(self, shard: int) -> int:
+        return shard % max(1, self._partitions)
+
+    def _end(self, tp: TopicPartition, committed: bool) -> tuple[int, int]:
+        iso = _Iso.READ_COMMITTED if committed else _Iso.READ_UNCOMMITTED
+        t = self._settings.kafka_timeout_s
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+        futs = self._admin.list_offsets({tp: latest}, isolation_level=iso, request_timeout=t)
+        lo = self._admin.list_offsets({tp: earliest}, request_timeout=t)
+        try:
+            return int(lo[tp].result().offset), int(futs[tp].result().offset)
+        except KafkaException as exc:
+            raise translate(exc.args[0], "listing checkpoint offsets") from exc
+
+    def read_last(self, shard: int) -> bytes | None:
+        """Read backwards from the end in growing windows, never the whole topic.
+
+        First wait until the last stable offset reaches the high watermark seen now: a checkpoint of ours could
+        otherwise sit behind another shard's open transaction, invisible, and look missing.
+        """
+        tp = TopicPartition(self._topic, self.partition_for(shard))
+        key = str(shard).encode()
+        _lo, hw = self._end(tp, committed=False)
+        deadline = time.monotonic() + self._settings.transaction_timeout_ms / 1000 + self._settings.kafka_timeout_s
+        while True:
+            lo, lso = self._end(tp, committed=True)
+            if lso >= hw:
+                break
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"checkpoint partition {tp.partition}: LSO {lso} stuck below {hw}")
+            time.sleep(0.05)
+        window = 64
+        consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
+                              "-checkpoint-reader", "isolation.level": "read_committed",
+                              "enable.auto.commit": False, "enable.partition.eof": True})
+        try:
+            while True:
+                start = max(lo, hw - window)
+                found = self._scan(consumer, tp, start, hw, key)
+                if found is not None or start <= lo:
+                    return found
+                window *= 8
+        finally:
+            consumer.close()
+
+    def _scan(self, consumer: Any, tp: TopicPartition, start: int, end: int, key: bytes) -> bytes | None:
+        if start >= end:
+            return None
+        consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
+        last: bytes | None = None
+        deadline = time.monotonic() + self._settings.kafka_timeout_s
+        while time.monotonic() < deadline:
+            for m in consumer.consume(500, timeout=0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        if m.offset() >= end:
+                            return last
+                        continue
+                    raise translate(err, "reading checkpoints")
+                if m.offset() >= end:
+                    return last
+                if m.key() == key:
+                    last = m.value()
+        raise KafkaUnavailableError(f"reading checkpoint partition {tp.partition} from {start} timed out")
+
+
+def probe(settings: RelaySettings, timeout: float = 10.0) -> int:
+    """Check that a broker answers; returns the number of brokers. Raises KafkaUnavailableError."""
+    admin = AdminClient(client_config(settings))
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(
+            f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s: {exc.args[0].str()}"
+        ) from exc
+    return len(md.brokers)

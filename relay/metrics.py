@@ -1,0 +1,38 @@
+"""The relay's Prometheus metrics (names documented in docs/relay.md). One registry per Supervisor."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.published = Counter("outbox_relay_published", "Events published and marked (rate() for events/s)",
+                                 ["shard"], registry=r)
+        self.batch_seconds = Histogram("outbox_relay_batch_seconds", "Claim to mark of one batch, seconds",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.commit_seconds = Histogram("outbox_relay_commit_seconds", "Kafka commit_transaction, seconds",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_rows = Histogram("outbox_relay_batch_rows", "Rows per published batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000), registry=r)
+        self.retries = Counter("outbox_relay_retries", "Transient failures retried with backoff", ["kind"],
+                               registry=r)
+        self.failures = Counter("outbox_relay_permanent_failures", "Rows refused permanently by Kafka (one attempt)",
+                                registry=r)
+        self.dead_lettered = Counter("outbox_relay_dead_lettered", "Rows moved to the dead-letter table", registry=r)
+        self.recovered = Counter("outbox_relay_recovered_rows",
+                                 "Rows marked from a checkpoint on shard takeover (committed, not re-sent)", registry=r)
+        self.lease_events = Counter("outbox_relay_lease_events", "Lease acquisitions, releases and losses",
+                                    ["event"], registry=r)
+        self.backlog = Gauge("outbox_relay_backlog", "Pending rows per owned shard", ["shard"], registry=r)
+        self.oldest_age = Gauge("outbox_relay_oldest_pending_age_seconds",
+                                "Age of the oldest pending row per owned shard", ["shard"], registry=r)
+        self.dead_letters_open = Gauge("outbox_relay_dead_letters", "Open (unresolved) dead letters, all shards",
+                                       registry=r)
+        self.held_keys = Gauge("outbox_relay_held_keys", "(topic, key) pairs held behind an open dead letter",
+                               registry=r)
+        self.leases_held = Gauge("outbox_relay_leases_held", "Shards this instance owns", registry=r)
+        self.ready = Gauge("outbox_relay_ready", "1 when started and the lease loop is healthy", registry=r)

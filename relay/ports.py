@@ -1,0 +1,74 @@
+"""The two narrow seams the relay's logic talks through, so it can run against Kafka or a fake.
+
+* :class:`Transport`: one transactional producer for one shard (``relay.kafka.KafkaTransport``).
+* :class:`CheckpointLog`: the compacted topic of per-shard checkpoints (``relay.kafka.KafkaCheckpointLog``).
+
+Both raise only :mod:`outbox.errors` (``KafkaUnavailableError``, ``FencedError``, ``PermanentPublishError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from outbox.errors import PublishError
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One Kafka record to produce; ``ref`` is the outbox row id it came from."""
+
+    ref: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The broker's answer for one record: where it landed, or why not."""
+
+    ref: int
+    partition: int
+    offset: int
+    error: PublishError | None = None
+
+
+class Transport(Protocol):
+    """A transactional producer bound to one shard's stable ``transactional.id``."""
+
+    def init(self) -> None:
+        """init_transactions(): fences any older producer with the same id and aborts its open transaction."""
+
+    def begin(self) -> None: ...
+
+    def send(self, record: OutRecord) -> None:
+        """Queue one record (never waits for the broker). Raises PermanentPublishError if the client already
+        knows the broker would refuse it (too large, invalid topic)."""
+
+    def flush(self) -> list[Delivery]:
+        """Wait until every queued record is acknowledged or failed; return the deliveries since last flush."""
+        ...
+
+    def send_checkpoint(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None:
+        """Abort the open transaction. If that fails the transport is unusable: close it and make a new one."""
+
+    def close(self) -> None: ...
+
+
+class CheckpointLog(Protocol):
+    def ensure(self, shards: int) -> int:
+        """Create the compacted checkpoint topic if missing; return its partition count."""
+        ...
+
+    def partition_for(self, shard: int) -> int: ...
+
+    def read_last(self, shard: int) -> bytes | None:
+        """The value of the shard's last committed checkpoint (read_committed), or None if it has none."""
+        ...

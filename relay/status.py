@@ -1,0 +1,64 @@
+"""Rendering of ``outbox status``: a Rich table for people, JSON for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from outbox.store.relay import Status
+
+
+def _key(k: bytes | None) -> str:
+    if k is None:
+        return "(null)"
+    try:
+        return k.decode()
+    except UnicodeDecodeError:
+        return "0x" + k.hex()
+
+
+def to_json(st: Status) -> dict[str, Any]:
+    oldest = max((b.oldest_age_s or 0.0 for b in st.backlog), default=None)
+    return {
+        "pending": st.pending,
+        "oldest_pending_age_s": oldest,
+        "backlog": [{"shard": b.shard, "pending": b.pending, "oldest_age_s": b.oldest_age_s} for b in st.backlog],
+        "leases": [{"shard": le.shard, "owner": le.owner, "epoch": le.epoch, "expires_in_s": le.expires_in_s}
+                   for le in st.leases],
+        "instances": [{"instance_id": i.instance_id, "host": i.host, "pid": i.pid,
+                       "heartbeat_age_s": i.heartbeat_age_s} for i in st.instances],
+        "dead_letters_open": st.dead_letters_open,
+        "held_keys": [{"topic": h.topic, "key": _key(h.key), "dead_letters": h.dead_letters, "since": h.since}
+                      for h in st.held_keys],
+    }
+
+
+def render_table(st: Status, console: Console | None = None) -> None:
+    c = console or Console()
+    backlog = {b.shard: b for b in st.backlog}
+    t = Table(title="outbox relay: shards")
+    for col in ("shard", "pending", "oldest pending", "owner", "epoch", "lease"):
+        t.add_column(col, justify="right" if col in ("shard", "pending", "epoch") else "left")
+    shards = sorted({le.shard for le in st.leases} | set(backlog))
+    leases = {le.shard: le for le in st.leases}
+    for s in shards:
+        b, le = backlog.get(s), leases.get(s)
+        age = f"{b.oldest_age_s:.1f}s" if b and b.oldest_age_s is not None else "-"
+        lease = "-" if le is None or le.owner is None else (
+            "expired" if le.free else f"{le.expires_in_s:.1f}s left")
+        t.add_row(str(s), str(b.pending if b else 0), age, (le.owner if le else None) or "-",
+                  str(le.epoch) if le else "-", lease)
+    c.print(t)
+    oldest = max((b.oldest_age_s or 0.0 for b in st.backlog), default=0.0)
+    c.print(f"pending: {st.pending}   oldest unpublished: {oldest:.1f}s   "
+            f"live instances: {sum(1 for i in st.instances if i.heartbeat_age_s < 10)}   "
+            f"open dead letters: {st.dead_letters_open}   held keys: {len(st.held_keys)}")
+    if st.held_keys:
+        h = Table(title="held keys (behind an open dead letter)")
+        for col in ("topic", "key", "dead letters", "since"):
+            h.add_column(col)
+        for k in st.held_keys[:50]:
+            h.add_row(k.topic, _key(k.key), str(k.dead_letters), str(k.since))
+        c.print(h)

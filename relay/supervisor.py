@@ -1,0 +1,184 @@
+"""The process: lease loop, one worker thread per owned shard, stats, and the two-stage shutdown.
+
+Threads, and why: a worker spends most of a batch waiting on Postgres or on the broker (both release the GIL),
+so shards overlap their waits; the lease loop must renew on time whatever a worker is doing. Scale CPU-bound
+throughput with more relay processes (shards spread over them), not threads (prior-art pitfall 4).
+
+Shutdown: ``stop`` stops claiming (each worker finishes its in-flight batch: commit + mark), then leases are
+released so peers take over at once, and the instance deregisters. Past ``drain_deadline_s`` the process gives
+up on slow workers: their open transaction is aborted by the next owner's ``init_transactions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from outbox.errors import StoreError
+from outbox.store.relay import RelayStore
+from relay.config import RelaySettings
+from relay.faults import Faults
+from relay.leases import LeaseManager
+from relay.metrics import Metrics
+from relay.ports import CheckpointLog, Transport
+from relay.worker import Exit, ShardWorker
+
+log = logging.getLogger("relay.supervisor")
+
+
+@dataclass
+class _Running:
+    worker: ShardWorker
+    stop: threading.Event
+    thread: threading.Thread
+    exit: list[Exit] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, settings: RelaySettings, store: RelayStore, *, transport_factory: Callable[[int], Transport],
+                 checkpoints: CheckpointLog, metrics: Metrics | None = None, faults: Faults | None = None) -> None:
+        self.s, self.store = settings, store
+        self._factory, self._checkpoints = transport_factory, checkpoints
+        self.metrics = metrics or Metrics()
+        self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch)
+        self.leases = LeaseManager(store, settings)
+        self._running: dict[int, _Running] = {}
+        self._releasing: set[int] = set()
+        self._last_tick = 0.0
+        self._started = False
+        self._stopping = False
+
+    # --- health ------------------------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        return not self._started or time.monotonic() - self._last_tick < max(3 * self.s.heartbeat_s, 5.0)
+
+    def ready(self) -> bool:
+        return self._started and not self._stopping and time.monotonic() - self._last_tick < self.s.lease_ttl_s
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._running)
+
+    # --- workers -----------------------------------------------------------------------------------------
+    def _start(self, shard: int, epoch: int) -> None:
+        w = ShardWorker(shard, epoch, settings=self.s, store=self.store, transport_factory=self._factory,
+                        checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults)
+        stop = threading.Event()
+        r = _Running(w, stop, threading.Thread(target=lambda: r.exit.append(w.run(stop)),
+                                                name=f"relay-shard-{shard}", daemon=True))
+        self._running[shard] = r
+        r.thread.start()
+        self.metrics.lease_events.labels("acquired").inc()
+        log.info("shard acquired", extra={"shard": shard, "epoch": epoch})
+
+    def _reap(self) -> None:
+        """Collect finished workers: release rebalanced shards, forget lost ones."""
+        for shard, r in list(self._running.items()):
+            if r.thread.is_alive():
+                continue
+            del self._running[shard]
+            ex = r.exit[0] if r.exit else Exit.STOPPED
+            if shard in self._releasing:
+                self._releasing.discard(shard)
+                self.leases.release([shard])
+                self.metrics.lease_events.labels("released").inc()
+                log.info("shard released for rebalance", extra={"shard": shard})
+            elif ex is Exit.LEASE_LOST:
+                self.leases.forget(shard)
+                self.metrics.lease_events.labels("lost").inc()
+                log.warning("shard lost to another instance", extra={"shard": shard})
+            elif not self._stopping and shard in self.leases.held:
+                # Stopped without being asked (should not happen): give the shard back rather than sit on it.
+                self.leases.release([shard])
+
+    def tick(self) -> float:
+        """One lease round; returns the seconds until the next."""
+        self._reap()
+        t = self.leases.tick(accept=not self._stopping)
+        self._last_tick = time.monotonic()
+        for shard in t.lost:
+            if shard in self._running:
+                self._running[shard].stop.set()
+                self._releasing.discard(shard)
+        for shard in t.release:
+            if shard in self._running and shard not in self._releasing:
+                self._releasing.add(shard)
+                self._running[shard].stop.set()
+        for shard, epoch in t.acquired.items():
+            old = self._running.get(shard)
+            if old is not None:  # lost, then retaken while the old worker still finishes: not both at once
+                old.stop.set()
+                old.thread.join(self.s.heartbeat_s / 4)
+                if old.thread.is_alive():
+                    self.leases.release([shard])  # try again next tick
+                    continue
+                self._running.pop(shard, None)
+            self._start(shard, epoch)
+        self.metrics.leases_held.set(len(self.leases.held))
+        return t.next_in_s
+
+    def _stats_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.s.stats_interval_s):
+            try:
+                owned = self.owned
+                by_shard = {b.shard: b for b in self.store.backlog(owned)} if owned else {}
+                self.metrics.backlog.clear()
+                self.metrics.oldest_age.clear()
+                for s in owned:
+                    b = by_shard.get(s)
+                    self.metrics.backlog.labels(str(s)).set(b.pending if b else 0)
+                    self.metrics.oldest_age.labels(str(s)).set((b.oldest_age_s or 0.0) if b else 0.0)
+                self.metrics.dead_letters_open.set(self.store.dead_letters_open())
+                self.metrics.held_keys.set(len(self.store.held_keys()))
+            except StoreError as exc:
+                log.warning("stats refresh failed", extra={"error": str(exc)[:300]})
+
+    # --- the process -------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then drain within ``drain_deadline_s`` and release everything."""
+        self.store.ensure_leases(self.s.shards)
+        stats_stop = threading.Event()
+        threading.Thread(target=self._stats_loop, args=(stats_stop,), name="relay-stats", daemon=True).start()
+        self._started = True
+        self.metrics.ready.set(1)
+        try:
+            while not stop.is_set():
+                try:
+                    wait = self.tick()
+                except StoreError as exc:
+                    log.warning("lease round failed", extra={"error": str(exc)[:300]})
+                    wait = self.s.heartbeat_s / 2
+                    if self.leases.expired_locally():
+                        # Our leases may belong to others by now; Kafka fencing keeps this safe, but stop
+                        # working blind and re-acquire once the database is back.
+                        self._stop_all()
+                stop.wait(wait)
+        finally:
+            stats_stop.set()
+            self.shutdown()
+
+    def _stop_all(self) -> None:
+        for r in self._running.values():
+            r.stop.set()
+        self.metrics.ready.set(0)
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        self.metrics.ready.set(0)
+        self._stop_all()
+        deadline = time.monotonic() + self.s.drain_deadline_s
+        for shard, r in list(self._running.items()):
+            r.thread.join(max(0.0, deadline - time.monotonic()))
+            if r.thread.is_alive():
+                log.warning("shard did not drain before the deadline; its open transaction will be aborted by "
+                            "the next owner", extra={"shard": shard})
+        self._running.clear()
+        try:
+            self.leases.release_all()
+        except StoreError as exc:
+            log.warning("could not release leases; peers take over when they expire",
+                        extra={"error": str(exc)[:300]})
+        log.info("relay stopped", extra={"instance": self.s.instance_id})

@@ -1,0 +1,240 @@
+"""One shard's publishing loop: ``run_once() -> Result`` (tests call it directly) plus a thin ``run(stop)``.
+
+Per batch: claim (DB) → one Kafka transaction with the events and a checkpoint (``relay.publish``) → mark (DB).
+The next batch is claimed only after the mark commits, so only the last batch of a shard can be in doubt, and
+the checkpoint of that batch settles it. Whenever the producer is (re)initialised, by taking the shard over or
+after any Kafka error, ``init_transactions`` fences the previous producer and aborts its open transaction, and
+recovery marks the last committed checkpoint's rows published without sending them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import tenacity
+
+from outbox.errors import (
+    DatabaseUnavailableError,
+    FencedError,
+    KafkaUnavailableError,
+    LeaseLostError,
+    PublishError,
+)
+from outbox.store.relay import Mark, PendingRow, RelayStore
+from relay import checkpoint
+from relay.config import BrokenMode, KillPoint, RelaySettings
+from relay.faults import Faults
+from relay.metrics import Metrics
+from relay.ports import CheckpointLog, Transport
+from relay.publish import Published, isolate, publish_batch
+
+log = logging.getLogger("relay.worker")
+TRANSIENT = (KafkaUnavailableError, DatabaseUnavailableError)
+
+
+@dataclass(frozen=True)
+class Result:
+    claimed: int = 0
+    published: int = 0
+    refused: int = 0
+    dead_lettered: int = 0
+    full: bool = False
+
+    @property
+    def idle(self) -> bool:
+        return self.claimed == 0
+
+
+class Exit(Enum):
+    STOPPED = "stopped"  # asked to stop (shutdown or rebalance)
+    LEASE_LOST = "lease_lost"  # another instance owns the shard now
+
+
+class ShardWorker:
+    def __init__(self, shard: int, epoch: int, *, settings: RelaySettings, store: RelayStore,
+                 transport_factory: Callable[[int], Transport], checkpoints: CheckpointLog,
+                 metrics: Metrics, faults: Faults, clock: Callable[[], float] = time.monotonic) -> None:
+        self.shard, self.epoch, self.s = shard, epoch, settings
+        self.owner = settings.instance_id
+        self._store, self._factory, self._checkpoints = store, transport_factory, checkpoints
+        self._metrics, self._faults, self._clock = metrics, faults, clock
+        self._transport: Transport | None = None
+        self._unmarked: tuple[Mark, ...] = ()
+        self._suspects: dict[int, str] = {}
+        self._label = str(shard)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def _open(self) -> Transport:
+        """(Re)initialise the producer (fencing any other) and recover the shard's last committed batch."""
+        if self._transport is not None:
+            return self._transport
+        t = self._factory(self.shard)
+        try:
+            t.init()
+            if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
+                self._recover()
+        except BaseException:
+            t.close()
+            raise
+        self._transport = t
+        return t
+
+    def _recover(self) -> int:
+        value = self._checkpoints.read_last(self.shard)
+        if value is None:
+            return 0
+        cp = checkpoint.decode(value)
+        n = self._store.mark_published(self.shard, self.owner, self.epoch, cp.marks)
+        self._unmarked = ()
+        if n:
+            self._metrics.recovered.inc(n)
+            self._metrics.published.labels(self._label).inc(n)
+            log.info("recovered the last committed batch without re-sending",
+                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner})
+        return n
+
+    def _drop_transport(self) -> None:
+        t, self._transport = self._transport, None
+        if t is not None:
+            try:
+                t.close()
+            except PublishError:
+                log.debug("closing a failed producer failed too", exc_info=True)
+
+    def close(self) -> None:
+        self._drop_transport()
+
+    # --- one round ---------------------------------------------------------------------------------------
+    def run_once(self) -> Result:
+        """Claim, publish and mark one batch of this shard. Raises the tree's errors; never loses a row."""
+        transport = self._open()
+        if self._unmarked:
+            self._mark(self._unmarked)
+        started = self._clock()
+        rows = self._store.claim(self.shard, self.s.batch_size)
+        if not rows:
+            self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
+            return Result()
+        full = len(rows) >= self.s.batch_size
+        self._faults.batch_started()
+        batch = isolate(rows, set(self._suspects)) if self._suspects else rows
+        self._faults.at(KillPoint.BEFORE_PRODUCE)
+        if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
+            self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
+        try:
+            out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, owner=self.owner,
+                                checkpoint_partition=self._checkpoints.partition_for(self.shard),
+                                faults=self._faults, clock=self._clock)
+        except PublishError:
+            # The transaction's fate is unknown (e.g. a commit that timed out): the next _open re-initialises,
+            # which aborts it if it is still open, and recovery marks it if it committed.
+            self._drop_transport()
+            raise
+        if out.marks:
+            self._metrics.commit_seconds.observe(out.commit_s)
+            self._faults.at(KillPoint.AFTER_COMMIT)
+            self._mark(out.marks)
+            self._metrics.batch_rows.observe(len(out.marks))
+            self._metrics.batch_seconds.observe(self._clock() - started)
+        dead = self._handle_failures(batch, out)
+        return Result(len(rows), len(out.marks), len(out.refused) + len(out.suspects), dead,
+                      full and len(batch) == len(rows) and not out.suspects)
+
+    def _mark(self, marks: tuple[Mark, ...]) -> None:
+        self._unmarked = marks  # kept until the mark commits: the next batch waits for it
+        self._store.mark_published(self.shard, self.owner, self.epoch, marks,
+                                   before_commit=lambda: self._faults.at(KillPoint.MID_MARK))
+        self._unmarked = ()
+        self._metrics.published.labels(self._label).inc(len(marks))
+        for m in marks:
+            self._suspects.pop(m.id, None)
+
+    def _handle_failures(self, batch: list[PendingRow], out: Published) -> int:
+        refused = dict(out.refused)
+        if len(batch) == 1:
+            refused.update(out.suspects)  # alone in its transaction: the refusal is its own
+        else:
+            self._suspects.update(out.suspects)
+        if not refused:
+            return 0
+        self._metrics.failures.inc(len(refused))
+        attempts = self._store.record_failures(self.shard, self.owner, self.epoch, refused)
+        dead = 0
+        for rid, n in attempts.items():
+            log.warning("Kafka refused a row", extra={"shard": self.shard, "row": rid, "attempts": n,
+                                                       "error": refused[rid][:300]})
+            if n >= self.s.max_attempts and self._store.dead_letter(
+                    self.shard, self.owner, self.epoch, rid, reason=refused[rid], error_class="PermanentPublishError"):
+                dead += 1
+                self._suspects.pop(rid, None)
+                self._metrics.dead_lettered.inc()
+                log.error("row dead-lettered; its key is held until an operator resolves it",
+                          extra={"shard": self.shard, "row": rid, "attempts": n})
+        return dead
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> Exit:
+        """Loop until ``stop`` is set or the lease is lost. Adaptive polling: full batches go back to back;
+        after an empty claim the sleep doubles from poll_min_s up to poll_max_s (no NOTIFY anywhere)."""
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            kind = "kafka" if isinstance(exc, KafkaUnavailableError) else "db"
+            self._metrics.retries.labels(kind).inc()
+            log.warning("transient failure, retrying", extra={"shard": self.shard, "error": str(exc)[:300],
+                                                              "attempt": rs.attempt_number})
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            wait=tenacity.wait_random_exponential(multiplier=self.s.retry_initial_s, max=self.s.retry_max_s),
+            stop=lambda _rs: stop.is_set(), sleep=lambda s: _sleep(stop, s), before_sleep=before_sleep,
+            reraise=True,
+        )
+        idle = 0.0
+        errors = 0
+        try:
+            while not stop.is_set():
+                try:
+                    res = retrying(self.run_once)
+                except TRANSIENT:
+                    continue  # only reached when stopping during a retry
+                except LeaseLostError:
+                    return Exit.LEASE_LOST
+                except FencedError as exc:
+                    self._drop_transport()
+                    if not self._owns():
+                        log.warning("fenced: another instance owns the shard",
+                                    extra={"shard": self.shard, "error": str(exc)[:300]})
+                        return Exit.LEASE_LOST
+                    continue  # a fatal producer error while still the owner: re-initialise and go on
+                except Exception:
+                    # A bug or an unforeseen error: never drop the shard's rows, never spin. Back off and retry.
+                    errors += 1
+                    self._drop_transport()
+                    log.exception("unexpected error in shard worker", extra={"shard": self.shard})
+                    stop.wait(min(self.s.retry_max_s, self.s.retry_initial_s * 2 ** min(errors, 10)))
+                    continue
+                errors = 0
+                if res.idle:
+                    idle = min(self.s.poll_max_s, max(self.s.poll_min_s, idle * 2))
+                    stop.wait(idle)
+                else:
+                    idle = 0.0
+            return Exit.STOPPED
+        finally:
+            self.close()
+
+    def _owns(self) -> bool:
+        try:
+            return self._store.owns(self.shard, self.owner, self.epoch)
+        except DatabaseUnavailableError:
+            return True  # cannot tell: keep the shard; the lease loop decides once the database answers
+
+
+def _sleep(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)  # interruptible: a shutdown does not wait out a long backoff
