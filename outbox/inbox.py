@@ -1,0 +1,360 @@
+"""The consumer helper: each Kafka record is handled *once*, in one transaction of the consumer's database.
+
+For every record, in one DB transaction (``docs/decisions/021-inbox.md``):
+
+1. insert the inbox row (the acknowledgement), deduplicated on ``(consumer_group, event_id)``;
+2. on conflict it is a redelivery: skip it (if the copy came from another Kafka position, the event was
+   published twice: that copy is recorded in ``inbox_redelivery`` for the reconciler);
+3. otherwise run the user's handler with the same connection and a frozen :class:`ReceivedEvent`;
+4. commit. Kafka offsets are committed only after the DB commits of the batch, so a crash in between means
+   a redelivery, which step 2 absorbs.
+
+A handler that raises is retried (:class:`RetryPolicy`, bounded, jittered backoff, each attempt in a fresh
+transaction); then the inbox row is written with outcome ``dead_lettered`` and the error, and the consumer moves
+on: the event is recorded, never lost. A database that is unreachable is *not* the handler's fault: nothing is
+acknowledged, the records are re-read, and :meth:`Inbox.run_once` raises
+:class:`~outbox.errors.ConsumerError`.
+
+Loop shape: :meth:`Inbox.run_once` handles one polled batch and returns a :class:`BatchResult`;
+:meth:`Inbox.run` is the thin loop around it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+from sqlalchemy.orm import Session
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from outbox import envelope
+from outbox.config import settings
+from outbox.errors import ConsumerError, DatabaseUnavailableError, OutboxError
+from outbox.kafka_consumer import AckPublisher, ConsumerPort, KafkaConsumer, KafkaRecord, Position
+from outbox.store import inbox as store
+from outbox.store import translate_errors
+
+log = logging.getLogger("outbox.inbox")
+
+__all__ = ["BatchResult", "Handler", "Inbox", "Outcome", "ReceivedEvent", "RetryPolicy", "session_handler"]
+
+
+class Outcome(Enum):
+    """What happened to one record."""
+
+    PROCESSED = "processed"          # handler ran and committed with the acknowledgement
+    DUPLICATE = "duplicate"          # already acknowledged by this group: skipped
+    DEAD_LETTERED = "dead_lettered"  # handler kept failing: recorded with the error, skipped
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """One event as the handler sees it (CloudEvents attributes from the ``ce_*`` headers)."""
+
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    key_seq: int | None
+    outbox_id: int | None
+    type: str | None
+    source: str | None
+    subject: str | None
+    time: datetime | None
+    content_type: str | None
+    data: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def from_record(cls, rec: KafkaRecord) -> ReceivedEvent:
+        def text(name: str) -> str | None:
+            v = envelope.header(rec.headers, name)
+            return None if v is None else v.decode("utf-8", "replace")
+
+        raw_id = text(envelope.H_EVENT_ID) or text("ce_id")
+        try:
+            event_id = uuid.UUID(raw_id) if raw_id else _position_id(rec)
+        except ValueError:
+            event_id = _position_id(rec)
+        t = text("ce_time")
+        return cls(
+            event_id=event_id, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
+            key_seq=_int(text(envelope.H_KEY_SEQ)), outbox_id=_int(text(envelope.H_OUTBOX_ID)),
+            type=text("ce_type"), source=text("ce_source"), subject=text("ce_subject"),
+            time=_time(t), content_type=text("content-type"), data=rec.value or b"", headers=rec.headers,
+        )
+
+    def json(self) -> Any:
+        """The data decoded as JSON."""
+        return json.loads(self.data)
+
+
+def _position_id(rec: KafkaRecord) -> uuid.UUID:
+    # A record without an event id (not written by an outbox) is deduplicated by its position instead.
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{rec.topic}/{rec.partition}/{rec.offset}")
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _time(v: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(v) if v else None
+    except ValueError:
+        return None
+
+
+Handler = Callable[[sa.Connection, ReceivedEvent], None]
+
+
+def session_handler(fn: Callable[[Session, ReceivedEvent], None]) -> Handler:
+    """Adapt an ORM handler: it gets a Session joined to the inbox transaction (flushed, never committed)."""
+
+    def run(conn: sa.Connection, ev: ReceivedEvent) -> None:
+        with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
+            fn(s, ev)
+            s.flush()
+
+    return run
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts of a failing handler before the event is dead-lettered; waits grow exponentially (seconds)."""
+
+    attempts: int = 3
+    initial_wait: float = 0.05
+    max_wait: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.initial_wait < 0 or self.max_wait < self.initial_wait:
+            raise ValueError(f"invalid RetryPolicy {self}")
+
+    def wait(self, state: RetryCallState) -> float:
+        """Seconds before the next attempt: exponential, capped, with full jitter in its upper half."""
+        base = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        return float(base * random.uniform(0.5, 1.0))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one :meth:`Inbox.run_once` did."""
+
+    received: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    copies: int = 0  # duplicates read from another Kafka position: the event was published twice
+    dead_lettered: int = 0
+    committed: Mapping[Position, int] = field(default_factory=dict)
+
+    @property
+    def moved(self) -> bool:
+        return self.received > 0
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _is_connection_loss(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseUnavailableError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError))
+
+
+class Inbox:
+    """Consume ``topics`` as ``group`` into the database of ``engine``, calling ``handler`` once per event."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        group: str,
+        topics: Sequence[str],
+        handler: Handler,
+        *,
+        bootstrap: str | None = None,
+        consumer: ConsumerPort | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        schema: str | None = None,
+        max_batch: int = 500,
+        poll_timeout: float = 1.0,
+        ack_topic: str | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if consumer is None:
+            if not bootstrap:
+                raise ConsumerError("Inbox needs bootstrap servers (or a consumer)")
+            consumer = KafkaConsumer(bootstrap, group, topics, kafka_config)
+        self.engine, self.group, self.topics, self.handler = engine, group, list(topics), handler
+        self.consumer = consumer
+        self.retry = retry
+        self.schema = schema or settings().schema
+        self.max_batch, self.poll_timeout = max_batch, poll_timeout
+        self._acks = AckPublisher(bootstrap, ack_topic) if ack_topic and bootstrap else None
+        self._sleep = sleep
+        self._registered = False
+
+    # -- one batch -------------------------------------------------------------------------------------------
+
+    def run_once(self) -> BatchResult:
+        """Poll one batch, handle each record in its own DB transaction, then commit the offsets."""
+        if not self._registered:
+            with translate_errors("registering the subscription"), self.engine.begin() as conn:
+                store.register_subscription(conn, self.group, self.topics, self.schema)
+            self._registered = True
+        records = self.consumer.poll_batch(self.max_batch, self.poll_timeout)
+        counts = {o: 0 for o in Outcome}
+        copies = 0
+        done: dict[Position, int] = {}
+        acks: list[dict[str, Any]] = []
+        for i, rec in enumerate(records):
+            try:
+                outcome, copied, ev = self._handle(rec)
+            except OutboxError as exc:
+                # Infrastructure failed (not the handler): keep what committed, re-read the rest later.
+                self._commit(done, acks)
+                self.consumer.rewind(_first_offsets(records[i:]))
+                raise ConsumerError(
+                    f"group {self.group!r}: could not handle {rec.topic}[{rec.partition}]@{rec.offset}: {exc}"
+                ) from exc
+            counts[outcome] += 1
+            copies += copied
+            done[(rec.topic, rec.partition)] = rec.offset + 1
+            if self._acks is not None and not copied:
+                acks.append(self._ack_record(ev, outcome))
+        self._commit(done, acks)
+        result = BatchResult(
+            received=len(records), processed=counts[Outcome.PROCESSED], duplicates=counts[Outcome.DUPLICATE],
+            copies=copies, dead_lettered=counts[Outcome.DEAD_LETTERED], committed=dict(done),
+        )
+        if result.moved:
+            log.info("inbox %s: %d received, %d processed, %d duplicates (%d from another position), "
+                     "%d dead-lettered", self.group, result.received, result.processed, result.duplicates,
+                     result.copies, result.dead_lettered)
+        return result
+
+    def _commit(self, done: Mapping[Position, int], acks: list[dict[str, Any]]) -> None:
+        # Only after every DB commit of these records: the acknowledgement is durable before Kafka forgets.
+        if acks and self._acks is not None:
+            self._acks.publish(acks)
+        if done:
+            self.consumer.commit(done)
+
+    def _ack_record(self, ev: ReceivedEvent, outcome: Outcome) -> dict[str, Any]:
+        return {"consumer_group": self.group, "event_id": str(ev.event_id), "outbox_id": ev.outbox_id,
+                "topic": ev.topic, "kafka_partition": ev.partition, "kafka_offset": ev.offset,
+                "key": ev.key.hex() if ev.key is not None else None, "key_seq": ev.key_seq,
+                "outcome": Outcome.PROCESSED.value if outcome is Outcome.DUPLICATE else outcome.value}
+
+    # -- one record ------------------------------------------------------------------------------------------
+
+    def _handle(self, rec: KafkaRecord) -> tuple[Outcome, bool, ReceivedEvent]:
+        ev = ReceivedEvent.from_record(rec)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=self.retry.wait,
+            retry=retry_if_exception_type(_HandlerFailed), reraise=True, sleep=self._sleep,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    outcome, copied = self._attempt(ev, attempt.retry_state.attempt_number)
+                    return outcome, copied, ev
+        except _HandlerFailed as failed:
+            log.warning("inbox %s: handler failed %d times on event %s (%s[%d]@%d); dead-lettered: %r",
+                        self.group, self.retry.attempts, ev.event_id, ev.topic, ev.partition, ev.offset,
+                        failed.cause)
+            return (*self._dead_letter(ev, failed.cause), ev)
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def _ack(self, ev: ReceivedEvent, outcome: str, attempts: int, error: str | None = None) -> store.Ack:
+        return store.Ack(
+            consumer_group=self.group, event_id=ev.event_id, outbox_id=ev.outbox_id, topic=ev.topic,
+            partition=ev.partition, offset=ev.offset, key=ev.key, key_seq=ev.key_seq, event_time=ev.time,
+            outcome=outcome, attempts=attempts, error=error,
+        )
+
+    def _attempt(self, ev: ReceivedEvent, attempt: int) -> tuple[Outcome, bool]:
+        with translate_errors("handling an event"), self.engine.connect() as conn:
+            txn = conn.begin()
+            pk = store.acknowledge(conn, self._ack(ev, "processed", attempt), self.schema)
+            if pk is None:
+                copied = self._duplicate(conn, ev)
+                txn.commit()
+                return Outcome.DUPLICATE, copied
+            try:
+                self.handler(conn, ev)
+                store.mark_processed(conn, pk, self.schema)
+                txn.commit()
+            except Exception as exc:
+                if txn.is_active:
+                    txn.rollback()
+                if _is_connection_loss(exc):
+                    raise
+                raise _HandlerFailed(exc) from exc
+        return Outcome.PROCESSED, False
+
+    def _dead_letter(self, ev: ReceivedEvent, cause: BaseException) -> tuple[Outcome, bool]:
+        error = "".join(traceback.format_exception_only(type(cause), cause)).strip()
+        with translate_errors("dead-lettering an event"), self.engine.begin() as conn:
+            pk = store.acknowledge(conn, self._ack(ev, "dead_lettered", self.retry.attempts, error), self.schema)
+            if pk is None:  # another member of the group handled it meanwhile (rebalance)
+                return Outcome.DUPLICATE, self._duplicate(conn, ev)
+        return Outcome.DEAD_LETTERED, False
+
+    def _duplicate(self, conn: sa.Connection, ev: ReceivedEvent) -> bool:
+        pos = store.acknowledged_position(conn, self.group, ev.event_id, self.schema)
+        if pos is None or pos == (ev.topic, ev.partition, ev.offset):
+            return False  # a plain redelivery of the acknowledged copy: the inbox doing its job
+        if store.record_copy(conn, self.group, ev.event_id, (ev.topic, ev.partition, ev.offset), self.schema):
+            log.warning("inbox %s: event %s arrived again from %s[%d]@%d (first acknowledged at %s[%d]@%d): "
+                        "it was published more than once", self.group, ev.event_id, ev.topic, ev.partition,
+                        ev.offset, *pos)
+        return True
+
+    # -- loop ------------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, error_backoff: float = 1.0) -> None:
+        """Handle batches until ``stop`` is set; the batch in hand is finished first (soft stop)."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except ConsumerError as exc:
+                    log.warning("inbox %s: %s; retrying in %.1fs", self.group, exc, error_backoff)
+                    stop.wait(error_backoff)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.consumer.close()
+        if self._acks is not None:
+            self._acks.close()
+
+
+def _first_offsets(records: Sequence[KafkaRecord]) -> dict[Position, int]:
+    first: dict[Position, int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return first

@@ -1,0 +1,100 @@
+"""The SQL of the consumer inbox: acknowledgements, copies from other positions, subscriptions.
+
+Runs on the *consumer's* database (which may not be the producer's), always inside the transaction that also
+runs the user's handler, so the acknowledgement and the handler's effects commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from outbox.schema import inbox, inbox_redelivery, subscription, translate_map
+from outbox.store import translate_errors
+
+MAX_ERROR_CHARS = 8000
+
+
+def _opts(schema: str) -> dict[str, Any]:
+    tm = translate_map(schema)
+    return {"schema_translate_map": tm} if tm else {}
+
+
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledgement (inbox row) to insert."""
+
+    consumer_group: str
+    event_id: uuid.UUID
+    outbox_id: int | None
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    key_seq: int | None
+    event_time: Any
+    outcome: str  # 'processed' | 'dead_lettered'
+    attempts: int = 1
+    error: str | None = None
+
+
+def acknowledge(conn: sa.Connection, ack: Ack, schema: str) -> int | None:
+    """Insert the inbox row; its primary key, or None when (group, event id) is already acknowledged."""
+    values = {
+        "consumer_group": ack.consumer_group, "event_id": ack.event_id, "outbox_id": ack.outbox_id,
+        "topic": ack.topic, "kafka_partition": ack.partition, "kafka_offset": ack.offset, "key": ack.key,
+        "key_seq": ack.key_seq, "event_time": ack.event_time, "outcome": ack.outcome, "attempts": ack.attempts,
+        "error": ack.error[:MAX_ERROR_CHARS] if ack.error else None,
+        # a dead letter is final when written; a processed row gets its time after the handler ran
+        "processed_at": sa.func.clock_timestamp() if ack.outcome == "dead_lettered" else None,
+    }
+    stmt = (pg_insert(inbox).values(**values)
+            .on_conflict_do_nothing(index_elements=[inbox.c.consumer_group, inbox.c.event_id])
+            .returning(inbox.c.id))
+    with translate_errors("acknowledging an event in the inbox"):
+        return conn.execute(stmt, execution_options=_opts(schema)).scalar_one_or_none()
+
+
+def mark_processed(conn: sa.Connection, inbox_pk: int, schema: str) -> None:
+    """Stamp the handler's completion time on the inbox row (same transaction as the handler)."""
+    stmt = sa.update(inbox).where(inbox.c.id == inbox_pk).values(processed_at=sa.func.clock_timestamp())
+    with translate_errors("stamping the inbox row"):
+        conn.execute(stmt, execution_options=_opts(schema))
+
+
+def acknowledged_position(conn: sa.Connection, group: str, event_id: uuid.UUID,
+                          schema: str) -> tuple[str, int, int] | None:
+    """Where the acknowledged copy of ``event_id`` was read from: (topic, partition, offset)."""
+    stmt = sa.select(inbox.c.topic, inbox.c.kafka_partition, inbox.c.kafka_offset).where(
+        inbox.c.consumer_group == group, inbox.c.event_id == event_id)
+    with translate_errors("reading an inbox row"):
+        row = conn.execute(stmt, execution_options=_opts(schema)).first()
+    return None if row is None else (row.topic, row.kafka_partition, row.kafka_offset)
+
+
+def record_copy(conn: sa.Connection, group: str, event_id: uuid.UUID, position: tuple[str, int, int],
+                schema: str) -> bool:
+    """Record a copy of an acknowledged event read from another position; False if already recorded."""
+    topic, partition, offset = position
+    stmt = (pg_insert(inbox_redelivery)
+            .values(consumer_group=group, event_id=event_id, topic=topic, kafka_partition=partition,
+                    kafka_offset=offset)
+            .on_conflict_do_nothing()
+            .returning(inbox_redelivery.c.id))
+    with translate_errors("recording a duplicate copy"):
+        return conn.execute(stmt, execution_options=_opts(schema)).scalar_one_or_none() is not None
+
+
+def register_subscription(conn: sa.Connection, group: str, topics: Sequence[str], schema: str) -> None:
+    """Record that ``group`` consumes ``topics``: the reconciler expects every published event on them."""
+    if not topics:
+        return
+    stmt = (pg_insert(subscription).values([{"consumer_group": group, "topic": t} for t in topics])
+            .on_conflict_do_nothing())
+    with translate_errors("registering the consumer group's subscription"):
+        conn.execute(stmt, execution_options=_opts(schema))
