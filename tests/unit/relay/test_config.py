@@ -1,0 +1,80 @@
+"""Relay settings: defaults, overrides, passthrough, and bad values named by their variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from outbox.errors import ConfigError
+from relay import checkpoint
+from relay.config import KillPoint, RelaySettings
+from relay.kafka import client_config, producer_config
+from relay.logs import redact
+
+BASE = {"OUTBOX_DATABASE_URL": "postgresql://u:pw@h/db", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"}
+
+
+def load(**env: str) -> RelaySettings:
+    return RelaySettings.load(environ={**BASE, **env})
+
+
+def test_defaults_and_driver_normalisation() -> None:
+    s = load()
+    assert s.shards == 8 and s.lease_ttl_s == 3.0 and s.heartbeat_s == 1.0 and s.test_kill_at is None
+    assert s.sqlalchemy_url == "postgresql+psycopg://u:pw@h/db"
+    assert s.transactional_id(5) == "outbox-relay-5"
+
+
+def test_producer_config_is_exactly_once_and_java_compatible() -> None:
+    s = load(OUTBOX_KAFKA_SECURITY_PROTOCOL="SASL_SSL", OUTBOX_KAFKA_LINGER_MS="50")
+    cfg = producer_config(s, 2)
+    assert cfg["enable.idempotence"] is True and cfg["acks"] == "all"
+    assert cfg["transactional.id"] == "outbox-relay-2" and cfg["partitioner"] == "murmur2_random"
+    assert cfg["security.protocol"] == "SASL_SSL" and cfg["linger.ms"] == "50"
+    assert cfg["message.timeout.ms"] <= cfg["transaction.timeout.ms"]
+    assert client_config(s)["security.protocol"] == "SASL_SSL" and "linger.ms" not in client_config(s)
+
+
+def test_flags_override_env_and_kafka_config_flag_passes_through() -> None:
+    s = RelaySettings.load({"batch_size": 17}, {"sasl.mechanism": "SCRAM-SHA-512"},
+                           environ={**BASE, "OUTBOX_RELAY_BATCH_SIZE": "5"})
+    assert s.batch_size == 17 and s.kafka_extra == {"sasl.mechanism": "SCRAM-SHA-512"}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"OUTBOX_RELAY_BATCH_SIZE": "0"}, "OUTBOX_RELAY_BATCH_SIZE"),
+    ({"OUTBOX_SHARDS": "many"}, "OUTBOX_SHARDS"),
+    ({"OUTBOX_RELAY_HEARTBEAT_S": "2"}, "OUTBOX_RELAY_HEARTBEAT_S"),
+    ({"OUTBOX_KAFKA_ENABLE_IDEMPOTENCE": "false"}, "enable.idempotence"),
+    ({"OUTBOX_RELAY_TEST_KILL_AT": "sometime"}, "OUTBOX_RELAY_TEST_KILL_AT"),
+    ({"OUTBOX_DATABASE_URL": "mysql://x/y"}, "OUTBOX_DATABASE_URL"),
+    ({"OUTBOX_RELAY_COMPRESSION": "brotli"}, "OUTBOX_RELAY_COMPRESSION"),
+])
+def test_bad_values_fail_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(**env)
+
+
+def test_missing_required_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS: is required"):
+        RelaySettings.load(environ={"OUTBOX_DATABASE_URL": "postgresql://h/d"})
+
+
+def test_test_only_switches_parse() -> None:
+    s = load(OUTBOX_RELAY_TEST_KILL_AT="mid_mark", OUTBOX_RELAY_TEST_KILL_BATCH="3")
+    assert s.test_kill_at is KillPoint.MID_MARK and s.test_kill_batch == 3
+
+
+def test_secrets_are_redacted_in_logs() -> None:
+    assert redact("postgresql+psycopg://u:hunter2@h/db") == "postgresql+psycopg://u:***@h/db"
+    assert redact({"sasl.password": "x", "security.protocol": "SSL"}) == {"sasl.password": "***",
+                                                                           "security.protocol": "SSL"}
+
+
+def test_checkpoint_round_trip_and_refuses_unknown_versions() -> None:
+    from outbox.store.relay import Mark
+
+    v = checkpoint.encode(2, 9, "me", [Mark(1, 0, 5), Mark(2, 1, 7)])
+    cp = checkpoint.decode(v)
+    assert cp.marks == (Mark(1, 0, 5), Mark(2, 1, 7)) and cp.epoch == 9
+    with pytest.raises(ValueError, match="unknown checkpoint"):
+        checkpoint.decode(b'{"v": 99}')
