@@ -1,0 +1,93 @@
+"""Least-privilege Postgres roles for each part of kafka-outbox, as idempotent DDL (``outbox roles sql``).
+
+The roles are ``NOLOGIN`` group roles; grant them to your login users (``GRANT outbox_app TO orders_service``).
+Re-running the script is safe (roles are created only if missing; GRANTs are idempotent), so run it again after
+``outbox migrate upgrade`` adds a table. What each role may do, and why (tests/integration/ops/test_roles.py
+connects as each one and proves it can do its part and nothing more):
+
+============ ===========================================================================================
+role         privileges
+============ ===========================================================================================
+app          INSERT into ``event`` (+ SELECT of ``id, event_id`` only, for ``INSERT ... RETURNING``);
+             SELECT/INSERT/UPDATE on ``key_sequence`` (the per-key upsert). Cannot read payloads, update or
+             delete events.
+relay        SELECT on ``event``, UPDATE of its state columns only (published_at, partition, offset, epoch,
+             attempts, last_error, dead_at); SELECT/INSERT on ``dead_letter``; SELECT/INSERT/UPDATE/DELETE on
+             ``relay_lease`` and ``relay_instance``; SELECT on ``alembic_version`` (the schema check). Cannot
+             insert or delete events nor rewrite payloads.
+consumer     the inbox helper: SELECT/INSERT/UPDATE on ``inbox``, SELECT/INSERT on ``inbox_redelivery`` and
+             ``subscription``.
+auditor      SELECT on every table. Read-only (the reconciler's checkpoints are written by ``operator``).
+operator     ``outbox replay | dlq | prune``: SELECT on every table; UPDATE of event state columns; DELETE on
+             ``event``; UPDATE on ``dead_letter``; INSERT/UPDATE on ``replay_audit``; INSERT on
+             ``reconcile_checkpoint`` (``outbox reconcile`` writing checkpoints runs as operator).
+============ ===========================================================================================
+
+Identity columns need no sequence privilege (Postgres draws identity values without an ACL check), so no
+role gets USAGE on any sequence.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
+_ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_instance", "inbox",
+               "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit", "alembic_version")
+
+
+class Role(Enum):
+    APP = "app"
+    RELAY = "relay"
+    CONSUMER = "consumer"
+    AUDITOR = "auditor"
+    OPERATOR = "operator"
+
+
+def role_name(role: Role, prefix: str = "outbox") -> str:
+    return f"{prefix}_{role.value}"
+
+
+def _grants(role: Role) -> list[str]:
+    """GRANT bodies (``privileges ON object``) with ``{s}`` for the schema."""
+    if role is Role.APP:
+        return ["INSERT ON {s}.event", "SELECT (id, event_id) ON {s}.event",
+                "SELECT, INSERT, UPDATE ON {s}.key_sequence"]
+    if role is Role.RELAY:
+        return ["SELECT ON {s}.event", f"UPDATE ({_STATE_COLUMNS}) ON {{s}}.event",
+                "SELECT, INSERT ON {s}.dead_letter",
+                "SELECT, INSERT, UPDATE, DELETE ON {s}.relay_lease, {s}.relay_instance",
+                "SELECT ON {s}.alembic_version"]
+    if role is Role.CONSUMER:
+        return ["SELECT, INSERT, UPDATE ON {s}.inbox", "SELECT, INSERT ON {s}.inbox_redelivery",
+                "SELECT, INSERT ON {s}.subscription"]
+    if role is Role.AUDITOR:
+        return ["SELECT ON " + ", ".join("{s}." + t for t in _ALL_TABLES)]
+    return ["SELECT ON " + ", ".join("{s}." + t for t in _ALL_TABLES),
+            f"UPDATE ({_STATE_COLUMNS}) ON {{s}}.event", "DELETE ON {s}.event",
+            "UPDATE ON {s}.dead_letter", "INSERT, UPDATE ON {s}.replay_audit",
+            "INSERT ON {s}.reconcile_checkpoint"]
+
+
+def roles_sql(schema: str = "outbox", prefix: str = "outbox", roles: tuple[Role, ...] = tuple(Role)) -> str:
+    """The DDL creating ``roles`` (default: all) with their grants on ``schema``; idempotent."""
+    for what, value in (("schema", schema), ("prefix", prefix)):
+        if not _IDENT.match(value):
+            raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
+    s = f'"{schema}"'
+    out = [f"-- kafka-outbox least-privilege roles for schema {schema} (idempotent; re-run after upgrades)",
+           "BEGIN;"]
+    for role in roles:
+        name = role_name(role, prefix)
+        out += [
+            f"\n-- {role.value}",
+            "DO $$ BEGIN\n"
+            f'  CREATE ROLE "{name}" NOLOGIN;\n'
+            "EXCEPTION WHEN duplicate_object THEN NULL;\nEND $$;",
+            f'GRANT USAGE ON SCHEMA {s} TO "{name}";',
+            *(f'GRANT {g.format(s=s)} TO "{name}";' for g in _grants(role)),
+        ]
+    out.append("COMMIT;")
+    return "\n".join(out) + "\n"
