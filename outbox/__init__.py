@@ -4,23 +4,28 @@
 
     with Session(engine) as session, session.begin():
         session.add(order)
-        outbox.enqueue(session, outbox.Event(topic="orders", type="order.created", key=order.id, data={...}))
+        outbox.enqueue(session, outbox.Event(topic="orders", type="order.created", key=order.ref, data={...}))
 """
 
-from outbox import errors
+from outbox import errors, testing
 from outbox.config import Settings, configure, settings
 from outbox.event import Event, StoredEvent, shard_for
+from outbox.orm import AutoEvents, OutboxMixin, install
 from outbox.registry import JsonSchemaRegistry
 from outbox.write import enqueue
 
 __all__ = [
+    "AutoEvents",
     "Event",
     "JsonSchemaRegistry",
+    "OutboxMixin",
     "Settings",
     "StoredEvent",
     "configure",
     "enqueue",
     "errors",
+    "install",
     "settings",
     "shard_for",
+    "testing",
 ]

@@ -91,3 +91,21 @@ def insert_events(
                     key_seq=r["key_seq"], shard=r["shard"])
         for r in rows
     ]
+
+
+def select_pending(
+    conn: sa.Connection, *, schema: str, topic: str | None, type_: str | None, key: bytes | bool | None
+) -> list[sa.Row[Any]]:
+    """Pending (unpublished, not dead) events in id order, for ``outbox.testing``. ``key=True`` means any key."""
+    tm = translate_map(schema)
+    q = sa.select(event).where(event.c.published_at.is_(None), event.c.dead_at.is_(None)).order_by(event.c.id)
+    if topic is not None:
+        q = q.where(event.c.topic == topic)
+    if type_ is not None:
+        q = q.where(event.c.type == type_)
+    if key is None:
+        q = q.where(event.c.key.is_(None))
+    elif isinstance(key, bytes):
+        q = q.where(event.c.key == key)
+    with translate_errors("listing pending events"):
+        return list(conn.execute(q, execution_options={"schema_translate_map": tm} if tm else {}))
