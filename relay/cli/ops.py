@@ -26,6 +26,7 @@ from rich.table import Table
 from outbox.errors import ConfigError, OutboxError
 from outbox.schema import translate_map
 from outbox.store import ops as store
+from outbox.store import translate_errors
 from outbox.store.roles import Role, roles_sql
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
@@ -40,7 +41,8 @@ Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_en
 Actor = Annotated[str | None, typer.Option("--actor", help="Who to record in the audit (default: the OS user).")]
 
 console = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+# Piped or captured output gets a wide fixed width, so ids and reasons are not squeezed into 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def actor_name(given: str | None) -> str:
@@ -110,7 +112,8 @@ def fail(code: int, exc: BaseException) -> typer.Exit:
 def run_guard() -> Iterator[None]:
     """Map the library's errors to exit codes (3 config, 2 could not run)."""
     try:
-        yield
+        with translate_errors("talking to the outbox database"):  # e.g. a connect that fails
+            yield
     except ConfigError as exc:
         raise fail(EXIT_CONFIG, exc) from exc
     except OutboxError as exc:
@@ -178,7 +181,10 @@ def replay(
                   + (f"  ids {plan.first_id}..{plan.last_id}" if plan.replayable else "")
                   + f"; left alone: {plan.pending} still pending, {plan.dead} dead-lettered (use `outbox dlq`)")
         if dry_run:
-            t = Table("id", "event id", "topic", "key", "seq", "published at", title="first rows (dry run)")
+            t = Table("id", title="first rows (dry run)")
+            t.add_column("event id", no_wrap=True, min_width=36)
+            for c in ("topic", "key", "seq", "published at"):
+                t.add_column(c)
             for e in sample:
                 t.add_row(str(e.id), str(e.event_id), e.topic, key_text(e.key), str(e.key_seq or ""),
                           str(e.published_at))

@@ -50,8 +50,10 @@ def list_cmd(*, database_url: DbUrl, schema: Schema = "outbox",
     if as_json:
         print_json([_doc(d) for d in rows])
         return
-    t = Table("id", "event id", "topic", "key", "seq", "tries", "failed at", "held", "state", "reason",
-              title="dead letters")
+    t = Table("id", title="dead letters")
+    t.add_column("event id", no_wrap=True, min_width=36)
+    for c in ("topic", "key", "seq", "tries", "failed at", "held", "state", "reason"):
+        t.add_column(c)
     for d in rows:
         state = d.resolution.value if d.resolution else "open"
         t.add_row(str(d.id), str(d.event_id), d.topic, key_text(d.key), str(d.key_seq or ""), str(d.attempts),
