@@ -21,6 +21,8 @@ depends_on = None
 
 def upgrade() -> None:
     schema = schema_name()
+    # A host app's Alembic env runs this without our env.py, which is what normally creates the schema.
+    op.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     op.create_table('dead_letter',
     sa.Column('id', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('event_pk', sa.BigInteger(), nullable=False),

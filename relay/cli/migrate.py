@@ -1,9 +1,163 @@
-"""Subcommands registered on the ``outbox`` CLI (placeholder until implemented)."""
+"""``outbox migrate upgrade | downgrade | sql | check | current``: our Alembic migrations, no ini file needed.
+
+Exit codes: 0 done / up to date, 1 ``check`` found the database behind (or ahead of) this code, 2 could not run
+(database unreachable, unknown revision), 3 configuration error. The database URL comes from ``--database-url``
+or ``OUTBOX_DATABASE_URL``; the schema from ``--schema`` or ``OUTBOX_SCHEMA`` (default ``outbox``).
+"""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated
+
+import sqlalchemy as sa
 import typer
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from migrations import VERSION_TABLE, alembic_config
+from outbox.config import Settings
+from outbox.errors import ConfigError
+
+EXIT_OK, EXIT_BEHIND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
+
+DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
+                                    help="SQLAlchemy URL of the outbox database, e.g. postgresql+psycopg://...")]
+Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
+                                     help="Postgres schema of the outbox tables.")]
+
+migrate_app = typer.Typer(name="migrate", help="Create and upgrade the outbox tables (Alembic).",
+                          no_args_is_help=True)
+
+
+class SchemaState(Enum):
+    UP_TO_DATE = "up to date"
+    BEHIND = "behind"
+    AHEAD = "ahead"  # the database has revisions this code does not know (a newer version migrated it)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    state: SchemaState
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+
+
+def schema_status(conn: sa.Connection, schema: str = "outbox") -> SchemaStatus:
+    """Compare the revisions applied in ``schema`` with this code's heads (what the relay checks at start)."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql://", schema))
+    heads = tuple(sorted(script.get_heads()))
+    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema})
+    current = tuple(sorted(ctx.get_current_heads()))
+    known = {r.revision for r in script.walk_revisions()}
+    if any(rev not in known for rev in current):
+        state = SchemaState.AHEAD
+    elif set(current) == set(heads):
+        state = SchemaState.UP_TO_DATE
+    else:
+        state = SchemaState.BEHIND
+    return SchemaStatus(state, current, heads)
+
+
+def _settings(schema: str) -> str:
+    try:
+        return Settings(schema=schema).schema
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from exc
+
+
+def _fail(exc: BaseException, code: int = EXIT_COULD_NOT_RUN) -> typer.Exit:
+    lines = [f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        text = str(cause).strip().splitlines()
+        lines.append(f"  caused by {type(cause).__name__}: {text[0] if text else ''}")
+        cause = cause.__cause__
+    typer.echo("\n".join(lines), err=True)
+    return typer.Exit(code)
+
+
+def _need_url(url: str) -> str:
+    if not url:
+        typer.echo("error: give --database-url or set OUTBOX_DATABASE_URL", err=True)
+        raise typer.Exit(EXIT_CONFIG)
+    return url
+
+
+@migrate_app.command("upgrade")
+def upgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'heads' is every branch.")] = "heads",
+            database_url: DbUrl = "", schema: Schema = "outbox") -> None:
+    """Apply migrations up to REVISION (default: heads)."""
+    try:
+        command.upgrade(alembic_config(_need_url(database_url), _settings(schema)), revision)
+    except (sa.exc.SQLAlchemyError, CommandError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"schema {schema!r} upgraded to {revision}")
+
+
+@migrate_app.command("downgrade")
+def downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. 0001 or 'base' (drops all).")],
+              database_url: DbUrl = "", schema: Schema = "outbox") -> None:
+    """Revert migrations down to REVISION."""
+    try:
+        command.downgrade(alembic_config(_need_url(database_url), _settings(schema)), revision)
+    except (sa.exc.SQLAlchemyError, CommandError) as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"schema {schema!r} downgraded to {revision}")
+
+
+@migrate_app.command("sql")
+def sql(revision: Annotated[str, typer.Argument(help="'heads', or 'FROM:TO' for an incremental script.")] = "heads",
+        schema: Schema = "outbox") -> None:
+    """Print the DDL (offline mode, no database needed) for a DBA to review or apply."""
+    buf = io.StringIO()
+    cfg = alembic_config("postgresql+psycopg://", _settings(schema))
+    cfg.output_buffer = buf
+    try:
+        command.upgrade(cfg, revision, sql=True)
+    except CommandError as exc:
+        raise _fail(exc) from exc
+    typer.echo(buf.getvalue(), nl=False)
+
+
+def _status(database_url: str, schema: str) -> SchemaStatus:
+    engine = sa.create_engine(_need_url(database_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return schema_status(conn, _settings(schema))
+    except sa.exc.SQLAlchemyError as exc:
+        raise _fail(exc) from exc
+    finally:
+        engine.dispose()
+
+
+@migrate_app.command("check")
+def check(database_url: DbUrl = "", schema: Schema = "outbox") -> None:
+    """Exit 0 when the database is at head, 1 when it is behind (or ahead), 2 when it cannot be reached."""
+    st = _status(database_url, schema)
+    cur = ", ".join(st.current) or "(empty)"
+    if st.state is SchemaState.UP_TO_DATE:
+        typer.echo(f"schema {schema!r} is up to date ({cur})")
+        return
+    hint = "run `outbox migrate upgrade`" if st.state is SchemaState.BEHIND else "upgrade this code"
+    typer.echo(f"schema {schema!r} is {st.state.value}: database at {cur}, code at {', '.join(st.heads)}; {hint}",
+               err=True)
+    raise typer.Exit(EXIT_BEHIND)
+
+
+@migrate_app.command("current")
+def current(database_url: DbUrl = "", schema: Schema = "outbox") -> None:
+    """Print the revision(s) applied to the database, and whether that is head."""
+    st = _status(database_url, schema)
+    for rev in st.current or ("(none)",):
+        typer.echo(f"{rev}{' (head)' if rev in st.heads else ''}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to ``app``."""
+    """Add ``outbox migrate ...`` to ``app``."""
+    app.add_typer(migrate_app, name="migrate")

@@ -86,3 +86,55 @@ def test_enqueue_without_transaction_is_refused(engine: sa.Engine, session: Sess
             outbox.enqueue(c, ev)
     with pytest.raises(SessionStateError, match="closed"):
         outbox.enqueue(c, ev)
+
+
+def test_traceparent_from_the_active_span(connection: sa.Connection) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    t = _topic()
+    ctx = SpanContext(trace_id=0x0AF7651916CD43DD8448EB211C80319C, span_id=0xB7AD6B7169203331, is_remote=False,
+                      trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    with trace.use_span(NonRecordingSpan(ctx)):
+        outbox.enqueue(connection, outbox.Event(topic=t, type="traced"))
+    outbox.enqueue(connection, outbox.Event(topic=t, type="untraced"))
+    assert [(r.type, r.traceparent) for r in _rows(connection, t)] == [
+        ("traced", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("untraced", None),
+    ]
+
+
+def test_failed_transaction_is_refused(engine: sa.Engine) -> None:
+    with Session(engine) as s:
+        s.begin()
+        with pytest.raises(sa.exc.ProgrammingError):
+            s.execute(sa.text("select * from no_such_table"))
+        with pytest.raises(outbox.errors.StoreError, match="enqueueing events"):
+            # Postgres refuses every statement until rollback; the driver error is translated at the seam
+            outbox.enqueue(s, outbox.Event(topic=_topic(), type="x"))
+        s.rollback()
+
+
+def test_configured_schema_is_used(fresh_db: str) -> None:
+    from alembic import command
+
+    from migrations import alembic_config
+
+    command.upgrade(alembic_config(fresh_db, "app_outbox"), "heads")
+    eng = sa.create_engine(fresh_db)
+    try:
+        outbox.configure(schema="app_outbox")
+        with eng.begin() as c:
+            [st] = outbox.enqueue(c, outbox.Event(topic="orders", type="x", key="k"))
+            assert st.key_seq == 1
+            assert _pending_count(c) == 1
+        with eng.connect() as c:
+            assert c.execute(sa.text("select count(*) from app_outbox.event")).scalar_one() == 1
+            assert c.execute(sa.text("select count(*) from outbox.event")).scalar_one() == 0
+    finally:
+        outbox.configure()
+        eng.dispose()
+
+
+def _pending_count(c: sa.Connection) -> int:
+    return len(outbox.testing.pending_events(c))

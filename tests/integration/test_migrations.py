@@ -1,0 +1,162 @@
+"""Migrations are proven: head equals the declared schema, every revision steps down and up, the CLI works,
+and a host application's own Alembic env can run ours beside its own tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from typer.testing import CliRunner
+
+from migrations import VERSION_TABLE, alembic_config
+from outbox.schema import metadata
+from relay.cli import app
+from stack.env import Stack
+
+HOST_ENV = Path(__file__).resolve().parent.parent / "fixtures" / "host_env"
+runner = CliRunner()
+
+
+@pytest.fixture
+def empty_db(stack: Stack) -> Iterator[str]:
+    """A brand-new empty database (not cloned from the migrated template)."""
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    admin = stack.url("postgres").replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield stack.url(name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def schema_diff(url: str, schema: str = "outbox") -> list[Any]:
+    """Autogenerate's diff between the database's ``schema`` and ``outbox.schema.metadata``."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={
+                "include_schemas": True,
+                "include_name": lambda name, type_, parents: (
+                    name == schema if type_ == "schema" else name != VERSION_TABLE),
+                "compare_type": True,
+                "compare_server_default": True,
+            })
+            return list(compare_metadata(ctx, metadata))
+    finally:
+        engine.dispose()
+
+
+def tables(url: str, schema: str = "outbox") -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names(schema=schema))
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_heads_equals_declared_schema(empty_db: str) -> None:
+    command.upgrade(alembic_config(empty_db), "heads")
+    assert schema_diff(empty_db) == []
+    assert {t.name for t in metadata.tables.values()} <= tables(empty_db)
+
+
+def test_every_revision_steps_down_and_back_up(empty_db: str) -> None:
+    cfg = alembic_config(empty_db)
+    script = ScriptDirectory.from_config(cfg)
+    command.upgrade(cfg, "heads")
+    revisions = list(script.walk_revisions())  # heads first, base last
+    assert len(revisions) >= 1
+    for rev in revisions:
+        # Unapply this revision (and whatever depends on it), then apply everything again.
+        target = "base" if rev.down_revision is None else f"{rev.revision}-1"
+        command.downgrade(cfg, target)
+        command.upgrade(cfg, "heads")
+        assert schema_diff(empty_db) == [], f"after stepping {rev.revision} down and up"
+    command.downgrade(cfg, "base")
+    assert tables(empty_db) == {VERSION_TABLE}
+    command.upgrade(cfg, "heads")
+    assert schema_diff(empty_db) == []
+
+
+def test_other_schema_name(empty_db: str) -> None:
+    command.upgrade(alembic_config(empty_db, "app_outbox"), "heads")
+    assert "event" in tables(empty_db, "app_outbox") and not tables(empty_db, "outbox")
+    r = runner.invoke(app, ["migrate", "check", "--database-url", empty_db, "--schema", "app_outbox"])
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_sql_prints_ddl() -> None:
+    r = runner.invoke(app, ["migrate", "sql"])
+    assert r.exit_code == 0, r.output
+    for table in ("event", "key_sequence", "dead_letter", "inbox"):
+        assert f"CREATE TABLE outbox.{table} (" in r.stdout
+    r = runner.invoke(app, ["migrate", "sql", "--schema", "tenant_a"])
+    assert 'CREATE SCHEMA IF NOT EXISTS "tenant_a"' in r.stdout and "CREATE TABLE tenant_a.event (" in r.stdout
+    r = runner.invoke(app, ["migrate", "sql", "--schema", "bad-name"])
+    assert r.exit_code == 3 and "OUTBOX_SCHEMA" in r.output
+
+
+def test_cli_check_current_upgrade_downgrade(empty_db: str) -> None:
+    url = ["--database-url", empty_db]
+    r = runner.invoke(app, ["migrate", "check", *url])
+    assert r.exit_code == 1 and "behind" in r.output and "outbox migrate upgrade" in r.output
+    r = runner.invoke(app, ["migrate", "upgrade", "0001", *url])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["migrate", "check", *url]).exit_code == 1
+    assert runner.invoke(app, ["migrate", "upgrade", *url]).exit_code == 0
+    r = runner.invoke(app, ["migrate", "check", *url])
+    assert r.exit_code == 0 and "up to date" in r.output
+    r = runner.invoke(app, ["migrate", "current", *url])
+    assert r.exit_code == 0 and "(head)" in r.stdout
+    assert runner.invoke(app, ["migrate", "downgrade", "base", *url]).exit_code == 0
+    assert tables(empty_db) == {VERSION_TABLE}
+
+
+def test_cli_check_unreachable_and_missing_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OUTBOX_DATABASE_URL", raising=False)
+    r = runner.invoke(app, ["migrate", "check", "--database-url", "postgresql+psycopg://u@127.0.0.1:1/none"])
+    assert r.exit_code == 2 and "OperationalError" in r.output
+    assert runner.invoke(app, ["migrate", "check"]).exit_code == 3
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", "postgresql+psycopg://u@127.0.0.1:1/none")
+    assert runner.invoke(app, ["migrate", "current"]).exit_code == 2
+
+
+def _host_config(url: str) -> Config:
+    cfg = Config(str(HOST_ENV / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def test_host_env_runs_our_migrations_beside_its_own(empty_db: str) -> None:
+    cfg = _host_config(empty_db)
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    assert "host_0001" in heads and len(heads) >= 2
+    command.upgrade(cfg, "heads")
+    assert "widget" in tables(empty_db, "public")
+    assert schema_diff(empty_db) == []  # our tables are exactly as declared
+    # The host's autogenerate sees nothing to do: its own tables match, and ours are left alone.
+    engine = sa.create_engine(empty_db, poolclass=sa.pool.NullPool)
+    from migrations import exclude_outbox
+    from tests.fixtures.host_env.models import metadata as host_metadata
+
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_schemas": True, "include_name": exclude_outbox})
+        assert compare_metadata(ctx, host_metadata) == []
+        unfiltered = MigrationContext.configure(conn, opts={"include_schemas": True})
+        assert compare_metadata(unfiltered, host_metadata), "without the filter our tables would show as removed"
+    engine.dispose()
+    command.downgrade(cfg, "outbox@base")
+    assert not tables(empty_db) - {VERSION_TABLE} and "widget" in tables(empty_db, "public")
