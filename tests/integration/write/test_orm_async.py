@@ -119,6 +119,7 @@ def test_fastapi_style_app(shop_url: str) -> None:
                 charge(order)
         except RuntimeError as exc:
             return {"error": str(exc)}
+        return {"error": ""}
 
     async def run() -> int:
         transport = httpx.ASGITransport(app=app)
