@@ -281,10 +281,11 @@ def resolve_dead_letter(conn: sa.Connection, dl_id: int, how: Resolution, actor:
 def _covered() -> sa.ColumnElement[bool]:
     """The row's topic has subscribers, and a checkpoint of every one of them covers the row's id."""
     s, c = subscription.alias("s"), reconcile_checkpoint.alias("c")
+    # Explicit correlation: auto-correlation only looks one level up, and ``cover`` sits two levels deep.
     cover = sa.exists().where(c.c.consumer_group == s.c.consumer_group, c.c.id_lo <= event.c.id,
-                              c.c.id_hi >= event.c.id)
-    return sa.and_(sa.exists().where(s.c.topic == event.c.topic),
-                   ~sa.exists().where(s.c.topic == event.c.topic, ~cover))
+                              c.c.id_hi >= event.c.id).correlate_except(c)
+    return sa.and_(sa.exists().where(s.c.topic == event.c.topic).correlate_except(s),
+                   ~sa.exists().where(s.c.topic == event.c.topic, ~cover).correlate_except(s))
 
 
 @dataclass(frozen=True)

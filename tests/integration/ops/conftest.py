@@ -64,7 +64,7 @@ def db(fresh_db: str) -> Iterator[Db]:
 
 
 @pytest.fixture
-def cli() -> "Cli":
+def cli() -> Cli:
     return Cli()
 
 

@@ -1,0 +1,52 @@
+"""Revision ops_0002: autovacuum settings on the hot event table; steps down and up cleanly."""
+
+from __future__ import annotations
+
+import importlib
+
+import sqlalchemy as sa
+from alembic import command
+
+from migrations import alembic_config
+
+mig = importlib.import_module("migrations.versions.ops_0002_event_autovacuum")
+
+
+def _reloptions(url: str) -> dict[str, str]:
+    eng = sa.create_engine(url, poolclass=sa.NullPool)
+    with eng.connect() as c:
+        opts = c.execute(sa.text("SELECT reloptions FROM pg_class WHERE oid = 'outbox.event'::regclass")).scalar()
+    eng.dispose()
+    return dict(o.split("=", 1) for o in opts or [])
+
+
+def _heads(url: str) -> set[str]:
+    eng = sa.create_engine(url, poolclass=sa.NullPool)
+    with eng.connect() as c:
+        heads = {r[0] for r in c.execute(sa.text("SELECT version_num FROM outbox.alembic_version"))}
+    eng.dispose()
+    return heads
+
+
+def test_upgrade_sets_autovacuum_and_it_steps_down_and_up(fresh_db: str) -> None:
+    assert _reloptions(fresh_db) == mig.EVENT_RELOPTIONS
+    cfg = alembic_config(fresh_db)
+    others = _heads(fresh_db) - {"ops_0002"}
+    command.downgrade(cfg, "ops_0002@-1")  # only this branch steps down
+    assert _reloptions(fresh_db) == {}
+    assert "ops_0002" not in _heads(fresh_db) and others <= _heads(fresh_db)
+    command.upgrade(cfg, "heads")
+    assert _reloptions(fresh_db) == mig.EVENT_RELOPTIONS
+    assert "ops_0002" in _heads(fresh_db)
+
+
+def test_offline_sql_contains_the_settings() -> None:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    cfg = alembic_config("postgresql+psycopg://nobody@localhost/none")
+    cfg.output_buffer = buf
+    with contextlib.redirect_stdout(buf):
+        command.upgrade(cfg, "0001:ops_0002", sql=True)
+    assert "autovacuum_vacuum_scale_factor = 0.01" in buf.getvalue()
