@@ -54,7 +54,11 @@ def serve(settings: RelaySettings) -> int:
     from relay.supervisor import Supervisor
 
     engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 3, pool_pre_ping=True,
-                              connect_args={"connect_timeout": 10, "application_name": "outbox-relay"})
+                              connect_args={
+                                  "connect_timeout": 10, "application_name": "outbox-relay",
+                                  # A relay frozen (SIGSTOP, VM pause) inside a mark transaction would hold row
+                                  # locks the shard's next owner needs for recovery: let the server end it.
+                                  "options": "-c idle_in_transaction_session_timeout=5000"})
     try:
         startup.check_database(engine)
     except OutboxError as exc:

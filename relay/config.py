@@ -36,6 +36,13 @@ class KillPoint(Enum):
     MID_MARK = "mid_mark"  # DB mark UPDATE executed, its transaction not committed
 
 
+class FaultSignal(Enum):
+    """TEST ONLY: what the fault switch sends to its own process."""
+
+    KILL = "KILL"
+    STOP = "STOP"
+
+
 class BrokenMode(Enum):
     """TEST ONLY: a deliberately wrong relay (OUTBOX_RELAY_TEST_BROKEN) the fault suite must catch."""
 
@@ -145,6 +152,9 @@ class RelaySettings(BaseSettings):
     """OUTBOX_RELAY_TEST_KILL_AT (TEST ONLY): SIGKILL this process at that point of the Nth batch."""
     test_kill_batch: int = Field(1, ge=1)
     """OUTBOX_RELAY_TEST_KILL_BATCH (TEST ONLY, default 1): which non-empty batch (process-wide count)."""
+    test_kill_signal: FaultSignal = Field(default_factory=lambda: FaultSignal.KILL)
+    """OUTBOX_RELAY_TEST_KILL_SIGNAL (TEST ONLY): KILL (default, a crash) or STOP (freeze: makes a zombie that a
+    test later resumes with SIGCONT)."""
     test_broken: BrokenMode | None = None
     """OUTBOX_RELAY_TEST_BROKEN (TEST ONLY): run a deliberately wrong protocol, to prove the checks catch it."""
 

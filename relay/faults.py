@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from relay.config import KillPoint
+from relay.config import FaultSignal, KillPoint
 
 log = logging.getLogger("relay.faults")
 
@@ -19,8 +19,10 @@ log = logging.getLogger("relay.faults")
 class Faults:
     """Shared by every worker of the process: the batch count is process-wide."""
 
-    def __init__(self, kill_at: KillPoint | None = None, kill_batch: int = 1) -> None:
+    def __init__(self, kill_at: KillPoint | None = None, kill_batch: int = 1,
+                 sig: FaultSignal = FaultSignal.KILL) -> None:
         self.kill_at = kill_at
+        self.sig = signal.SIGSTOP if sig is FaultSignal.STOP else signal.SIGKILL
         self.kill_batch = kill_batch
         self._batches = 0
         self._lock = threading.Lock()
@@ -37,8 +39,10 @@ class Faults:
 
     def at(self, point: KillPoint) -> None:
         if self.armed(point):
-            log.warning("TEST fault switch: SIGKILL", extra={"point": point.value, "batch": self.kill_batch})
+            log.warning("TEST fault switch", extra={"point": point.value, "batch": self.kill_batch,
+                                                    "signal": self.sig.name})
             for h in logging.getLogger().handlers:
                 h.flush()
             sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.sig)
+            self.kill_at = None  # after a SIGSTOP/SIGCONT, carry on (as the zombie under test)

@@ -97,22 +97,17 @@ class KafkaTransport:
         self._checkpoint_topic = settings.checkpoint_topic
         self._tid = settings.transactional_id(shard)
         self._producer = Producer(producer_config(settings, shard), logger=log)
-        self._deliveries: list[Delivery] = []
-        self._errors_seen = 0
+        self._raw: list[tuple[int, KafkaError | None, int, int]] = []
 
     def _on_delivery(self, ref: int, err: KafkaError | None, msg: Any) -> None:
-        if err is None:
-            self._deliveries.append(Delivery(ref, msg.partition(), msg.offset()))
-        else:
-            self._errors_seen += 1
-            e = None if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}")
-            self._deliveries.append(Delivery(ref, -1, -1, e or KafkaUnavailableError(err.str())))
+        # Runs inside flush(): only record, never build Python exceptions here (a fatal error may be pending).
+        self._raw.append((ref, err, msg.partition(), msg.offset()))
 
     def init(self) -> None:
         _call(f"initialising transactions for {self._tid}", self._producer.init_transactions, self._timeout)
 
     def begin(self) -> None:
-        self._deliveries = []
+        self._raw = []
         _call(f"beginning a transaction ({self._tid})", self._producer.begin_transaction)
 
     def send(self, record: OutRecord) -> None:
@@ -137,13 +132,27 @@ class KafkaTransport:
 
     def flush(self) -> list[Delivery]:
         deadline = time.monotonic() + self._timeout
-        left = self._producer.flush(self._timeout)
+        left = self._flush(self._timeout)
         while left and time.monotonic() < deadline:
-            left = self._producer.flush(max(0.1, deadline - time.monotonic()))
+            left = self._flush(max(0.1, deadline - time.monotonic()))
         if left:
             raise KafkaUnavailableError(f"{left} records not acknowledged within {self._timeout:.0f}s ({self._tid})")
-        out, self._deliveries = self._deliveries, []
-        return out
+        raw, self._raw = self._raw, []
+        return [Delivery(ref, p, o) if err is None else
+                Delivery(ref, -1, -1, KafkaUnavailableError(f"aborted with its transaction: {err.str()}")
+                         if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}"))
+                for ref, err, p, o in raw]
+
+    def _flush(self, timeout: float) -> int:
+        try:
+            return int(self._producer.flush(timeout))
+        except KafkaException as exc:
+            raise translate(exc.args[0], f"flushing ({self._tid})") from exc
+        except SystemError as exc:  # a fatal error surfaced while a delivery callback ran
+            ctx = exc.__context__ or exc.__cause__
+            if isinstance(ctx, KafkaException):
+                raise translate(ctx.args[0], f"flushing ({self._tid})") from exc
+            raise KafkaUnavailableError(f"flushing ({self._tid}): {exc}") from exc
 
     def commit(self) -> None:
         _call(f"committing ({self._tid})", self._producer.commit_transaction, self._timeout)

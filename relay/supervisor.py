@@ -43,7 +43,7 @@ class Supervisor:
         self.s, self.store = settings, store
         self._factory, self._checkpoints = transport_factory, checkpoints
         self.metrics = metrics or Metrics()
-        self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch)
+        self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch, settings.test_kill_signal)
         self.leases = LeaseManager(store, settings)
         self._running: dict[int, _Running] = {}
         self._releasing: set[int] = set()

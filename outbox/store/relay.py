@@ -13,17 +13,41 @@ the relay marks only what Kafka has committed (see docs/decisions/010-exactly-on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from outbox.errors import LeaseLostError
+from outbox.errors import DatabaseUnavailableError, LeaseLostError
 from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
 from outbox.store import translate_errors
+
+
+@contextmanager
+def _db(doing: str) -> Iterator[None]:
+    """translate_errors, plus: a connection the server ended (idle-in-transaction timeout, admin kill, failover)
+    is transient for the relay, whatever SQLSTATE it came with: the work is retried on a new connection."""
+    try:
+        with translate_errors(doing):
+            yield
+    except DatabaseUnavailableError:
+        raise
+    except Exception as exc:
+        cause = exc.__cause__
+        if isinstance(cause, sa_exc.DBAPIError) and (cause.connection_invalidated or _conn_gone(cause)):
+            raise DatabaseUnavailableError(f"database connection lost while {doing}: {cause.orig}") from cause
+        raise
+
+
+def _conn_gone(exc: sa_exc.DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate.startswith(("08", "57P")) or sqlstate == "25P03"  # connection, shutdown, idle-in-txn timeout
+
 
 _PENDING = sa.and_(event.c.published_at.is_(None), event.c.dead_at.is_(None))
 # A key is held while it has an open dead letter: its later rows wait so per-key order is kept.
@@ -132,7 +156,7 @@ class RelayStore:
         """The shard's next pending rows in id order (= per-key commit order), skipping held keys."""
         q = (sa.select(*_CLAIM_COLUMNS).where(event.c.shard == shard, _PENDING, ~_HELD)
              .order_by(event.c.id).limit(limit))
-        with translate_errors(f"claiming shard {shard}"), self._engine.connect() as c:
+        with _db(f"claiming shard {shard}"), self._engine.connect() as c:
             rows = c.execute(q).all()
             c.rollback()
         return [PendingRow(*r) for r in rows]  # type: ignore[call-arg]
@@ -153,7 +177,7 @@ class RelayStore:
         ).table_valued("id", "p", "o").render_derived(name="v", with_types=False)
         upd = (event.update().where(event.c.id == v.c.id, event.c.published_at.is_(None))
                .values(published_at=sa.func.now(), kafka_partition=v.c.p, kafka_offset=v.c.o, relay_epoch=epoch))
-        with translate_errors(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
+        with _db(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             n = c.execute(upd).rowcount
             if before_commit is not None:
@@ -165,7 +189,7 @@ class RelayStore:
         if not errors:
             return {}
         out: dict[int, int] = {}
-        with translate_errors(f"recording failures on shard {shard}"), self._engine.begin() as c:
+        with _db(f"recording failures on shard {shard}"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             for rid, err in errors.items():
                 r = c.execute(event.update().where(event.c.id == rid, _PENDING)
@@ -183,7 +207,7 @@ class RelayStore:
         ins = insert(dead_letter).from_select(
             ["event_pk", "event_id", "topic", "key", "key_seq", "reason", "error_class", "attempts"], src,
         ).on_conflict_do_nothing(index_elements=["event_pk"])
-        with translate_errors(f"dead-lettering row {row_id}"), self._engine.begin() as c:
+        with _db(f"dead-lettering row {row_id}"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             c.execute(ins)
             n = c.execute(event.update().where(event.c.id == row_id, _PENDING)
@@ -193,7 +217,7 @@ class RelayStore:
     def owns(self, shard: int, owner: str, epoch: int) -> bool:
         """Whether ``owner`` still holds ``shard`` at ``epoch`` (expired but not taken over counts as held)."""
         try:
-            with translate_errors(f"checking the lease of shard {shard}"), self._engine.connect() as c:
+            with _db(f"checking the lease of shard {shard}"), self._engine.connect() as c:
                 self._guard(c, shard, owner, epoch)
         except LeaseLostError:
             return False
@@ -209,7 +233,7 @@ class RelayStore:
     # --- leases ------------------------------------------------------------------------------------------
     def ensure_leases(self, shards: int) -> None:
         rows = [{"shard": s} for s in range(shards)]
-        with translate_errors("creating lease rows"), self._engine.begin() as c:
+        with _db("creating lease rows"), self._engine.begin() as c:
             c.execute(insert(relay_lease).values(rows).on_conflict_do_nothing(index_elements=["shard"]))
 
     def acquire(self, owner: str, shards: Sequence[int], ttl_s: float) -> dict[int, int]:
@@ -226,7 +250,7 @@ class RelayStore:
                .values(owner=owner, epoch=lt.c.epoch + 1, expires_at=sa.func.now() + _seconds(ttl_s),
                        renewed_at=sa.func.now())
                .returning(lt.c.shard, lt.c.epoch))
-        with translate_errors("acquiring leases"), self._engine.begin() as c:
+        with _db("acquiring leases"), self._engine.begin() as c:
             return {int(s): int(e) for s, e in c.execute(upd).all()}
 
     def renew(self, owner: str, held: Mapping[int, int], ttl_s: float) -> dict[int, int]:
@@ -237,7 +261,7 @@ class RelayStore:
         upd = (lt.update().where(lt.c.owner == owner, lt.c.shard.in_(list(held)))
                .values(expires_at=sa.func.now() + _seconds(ttl_s), renewed_at=sa.func.now())
                .returning(lt.c.shard, lt.c.epoch))
-        with translate_errors("renewing leases"), self._engine.begin() as c:
+        with _db("renewing leases"), self._engine.begin() as c:
             got = {int(s): int(e) for s, e in c.execute(upd).all()}
         return {s: e for s, e in got.items() if held.get(s) == e}
 
@@ -246,7 +270,7 @@ class RelayStore:
         if not held:
             return
         lt = relay_lease
-        with translate_errors("releasing leases"), self._engine.begin() as c:
+        with _db("releasing leases"), self._engine.begin() as c:
             for s, e in held.items():
                 c.execute(lt.update().where(lt.c.shard == s, lt.c.owner == owner, lt.c.epoch == e)
                           .values(owner=None, expires_at=None))
@@ -255,7 +279,7 @@ class RelayStore:
         lt = relay_lease
         q = sa.select(lt.c.shard, lt.c.owner, lt.c.epoch, lt.c.expires_at, lt.c.renewed_at,
                       sa.func.extract("epoch", lt.c.expires_at - sa.func.now())).order_by(lt.c.shard)
-        with translate_errors("reading leases"), self._engine.connect() as c:
+        with _db("reading leases"), self._engine.connect() as c:
             return [Lease(int(r[0]), r[1], int(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
                     for r in c.execute(q).all()]
 
@@ -267,14 +291,14 @@ class RelayStore:
         up = up.on_conflict_do_update(index_elements=["instance_id"], set_={"heartbeat_at": sa.func.now()})
         live = (sa.select(it.c.instance_id).where(it.c.heartbeat_at > sa.func.now() - _seconds(ttl_s))
                 .order_by(it.c.instance_id))
-        with translate_errors("heartbeating"), self._engine.begin() as c:
+        with _db("heartbeating"), self._engine.begin() as c:
             c.execute(up)
             # Forget instances dead for long: they would only clutter `outbox status`.
             c.execute(it.delete().where(it.c.heartbeat_at < sa.func.now() - _seconds(max(3600.0, ttl_s * 10))))
             return [str(r[0]) for r in c.execute(live).all()]
 
     def deregister(self, instance_id: str) -> None:
-        with translate_errors("deregistering"), self._engine.begin() as c:
+        with _db("deregistering"), self._engine.begin() as c:
             c.execute(relay_instance.delete().where(relay_instance.c.instance_id == instance_id))
 
     # --- status ------------------------------------------------------------------------------------------
@@ -284,7 +308,7 @@ class RelayStore:
              .where(_PENDING).group_by(event.c.shard).order_by(event.c.shard))
         if shards is not None:
             q = q.where(event.c.shard.in_(list(shards)))
-        with translate_errors("reading the backlog"), self._engine.connect() as c:
+        with _db("reading the backlog"), self._engine.connect() as c:
             return [ShardBacklog(int(s), int(n), float(a) if a is not None else None) for s, n, a in c.execute(q)]
 
     def held_keys(self, limit: int = 1000) -> list[HeldKey]:
@@ -292,19 +316,19 @@ class RelayStore:
         q = (sa.select(d.c.topic, d.c.key, sa.func.count(), sa.func.min(d.c.failed_at))
              .where(d.c.resolved_at.is_(None)).group_by(d.c.topic, d.c.key)
              .order_by(sa.func.min(d.c.failed_at)).limit(limit))
-        with translate_errors("reading held keys"), self._engine.connect() as c:
+        with _db("reading held keys"), self._engine.connect() as c:
             return [HeldKey(t, bytes(k) if k is not None else None, int(n), ts) for t, k, n, ts in c.execute(q)]
 
     def dead_letters_open(self) -> int:
         q = sa.select(sa.func.count()).select_from(dead_letter).where(dead_letter.c.resolved_at.is_(None))
-        with translate_errors("counting dead letters"), self._engine.connect() as c:
+        with _db("counting dead letters"), self._engine.connect() as c:
             return int(c.execute(q).scalar_one())
 
     def instances(self) -> list[Instance]:
         it = relay_instance
         q = sa.select(it.c.instance_id, it.c.host, it.c.pid,
                       sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)).order_by(it.c.instance_id)
-        with translate_errors("reading instances"), self._engine.connect() as c:
+        with _db("reading instances"), self._engine.connect() as c:
             return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
 
     def status(self) -> Status:

@@ -1,0 +1,48 @@
+"""SIGKILL the relay at each point of the protocol, restart it, and prove exactly-once independently.
+
+The relay kills itself (TEST-ONLY ``OUTBOX_RELAY_TEST_KILL_AT``) at a precise point of its 2nd batch, so each
+run really exercises that crash window; the test first checks the window left the state it should (uncommitted
+records in the log, or committed-but-unmarked rows), then restarts a normal relay and verifies with a
+read_committed consumer and Kafka's find-hanging: every event exactly once, per-key order, all marked.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from stack.verify import consume_all
+from tests.integration.relay.conftest import spawn
+from tests.integration.relay.harness import RelayProcess, pending, verify, wait_until, write_events
+
+POINTS = ["before_produce", "mid_produce", "after_commit", "mid_mark"]
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_at_each_point_then_restart_is_exactly_once(  # noqa: PLR0917
+        point: str, relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str,
+        topic: str, tmp_path: Path) -> None:
+    write_events(fresh_db, topic, 400, keys=16)
+    victim = spawn(relays, relay_env, tmp_path, "victim", OUTBOX_RELAY_BATCH_SIZE="40",
+                   OUTBOX_RELAY_TEST_KILL_AT=point, OUTBOX_RELAY_TEST_KILL_BATCH="2")
+    rc = victim.wait(90)
+    assert rc == -signal.SIGKILL, f"the relay should have killed itself at {point}, exit {rc}:\n{victim.logs()}"
+
+    # The crash window left what it should have.
+    before = verify(fresh_db, bootstrap, [topic], expect_all_published=False, check_hanging=False)
+    assert not before.duplicates and not before.lost, str(before)
+    if point in ("after_commit", "mid_mark"):
+        assert before.unmarked, "a committed batch must be in Kafka but not yet marked in the table"
+    if point == "mid_produce":
+        raw = consume_all(bootstrap, [topic], isolation="read_uncommitted")
+        assert len(raw) > before.seen, "records of the open transaction must be in the log, invisible"
+
+    survivor = spawn(relays, relay_env, tmp_path, "survivor", OUTBOX_RELAY_BATCH_SIZE="40")
+    wait_until(lambda: pending(fresh_db) == 0, 90, f"the restarted relay to drain:\n{survivor.logs()}")
+    assert survivor.stop(30) == 0
+    v = verify(fresh_db, bootstrap, [topic])
+    assert v.clean and v.events == 400, str(v)
+    if point in ("after_commit", "mid_mark"):
+        assert '"recovered the last committed batch without re-sending"' in survivor.log.read_text()
