@@ -39,7 +39,7 @@ bench: $(STAMP) $(JARS)
 	$(BIN)/python -m bench.run
 
 chaos: $(STAMP) $(JARS)
-	$(BIN)/pytest -m slow tests/faults $(PYTEST_ARGS)
+	$(BIN)/pytest -m slow tests/faults tests/chaos $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .stack tools/kafka/libs-* $(JARS)
