@@ -173,7 +173,7 @@ class KafkaCheckpointLog:
         self._settings = settings
         self._topic = settings.checkpoint_topic
         self._partitions = 0
-        self._admin = AdminClient(client_config(settings))
+        self._admin = AdminClient(client_config(settings), logger=log)
 
     def ensure(self, shards: int) -> int:
         md = _call("reading metadata", self._admin.list_topics, None, self._settings.kafka_timeout_s)
@@ -229,7 +229,7 @@ class KafkaCheckpointLog:
         window = 64
         consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
                               "-checkpoint-reader", "isolation.level": "read_committed",
-                              "enable.auto.commit": False, "enable.partition.eof": True})
+                              "enable.auto.commit": False, "enable.partition.eof": True}, logger=log)
         try:
             while True:
                 start = max(lo, hw - window)
@@ -264,7 +264,7 @@ class KafkaCheckpointLog:
 
 def probe(settings: RelaySettings, timeout: float = 10.0) -> int:
     """Check that a broker answers; returns the number of brokers. Raises KafkaUnavailableError."""
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient(client_config(settings), logger=log)
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
