@@ -1,9 +1,251 @@
-"""Subcommands registered on the ``outbox`` CLI (placeholder until implemented)."""
+"""``outbox reconcile | verify | trace``: the auditor's commands (docs/auditors.md).
+
+Exit codes: 0 proven / verified / found, 1 discrepancies / the report was edited / unknown event, 2 could not run
+(database unreachable, no subscriptions, missing key to check a signature), 3 configuration error.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from outbox.errors import ConfigError, OutboxError, ReconcileError
+
+EXIT_OK, EXIT_FOUND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
+
+DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
+                                    help="SQLAlchemy URL of the producer (outbox) database.")]
+InboxUrls = Annotated[list[str] | None, typer.Option(
+    "--inbox-database-url", help="A consumer database holding inbox rows (repeatable). Default: the producer's.")]
+Schema = Annotated[str | None, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
+                                            help="Postgres schema of the outbox tables (default outbox).")]
+
+
+class Format(Enum):
+    TABLE = "table"
+    JSON = "json"
+
+
+class Digest(Enum):
+    HASH = "hash"
+    MD5 = "md5"
+
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO-8601 time (UTC if naive) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d``."""
+    if value is None:
+        return None
+    m = _REL.match(value.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: float(m.group(1))})
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected an ISO time or a duration like 2h, got {value!r}",
+                                 param_hint=option) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def fail(exc: BaseException, code: int) -> typer.Exit:
+    """Print the error and its cause chain to stderr; return the Exit to raise."""
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold red]error:[/bold red] {exc}")
+    cause = exc.__cause__
+    while cause is not None:
+        err.print(f"  caused by {type(cause).__name__}: {cause}")
+        cause = cause.__cause__
+    return typer.Exit(code)
+
+
+class RichProgress:
+    """The reconciler's progress, as a Rich bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=self.console, transient=True, disable=not self.console.is_terminal)
+        self.task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        if self.task is None:
+            self.bar.start()
+        else:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(label, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.advance(self.task, n)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _engines(database_url: str, inbox_urls: list[str], jobs: int) -> tuple[sa.Engine, list[sa.Engine]]:
+    try:
+        producer = sa.create_engine(database_url, pool_size=jobs + 2)
+        return producer, [sa.create_engine(u, pool_size=jobs + 2) for u in inbox_urls]
+    except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+        raise ConfigError(f"invalid database URL: {exc}") from exc
+
+
+def _schema(schema: str | None) -> str:
+    from outbox.config import Settings
+
+    return Settings(schema=schema).schema if schema else "outbox"
+
+
+def _signing_key(sign: bool) -> bytes | None:
+    from outbox.reconcile.config import hmac_key
+
+    key = hmac_key()
+    if sign and key is None:
+        raise ConfigError("--sign needs OUTBOX_REPORT_HMAC_KEY (at least 16 characters) in the environment")
+    return key
+
+
+def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
+    database_url: DbUrl,
+    inbox_database_url: InboxUrls = None,
+    schema: Schema = None,
+    from_id: Annotated[int | None, typer.Option(help="First outbox id of the window.")] = None,
+    to_id: Annotated[int | None, typer.Option(help="Last outbox id of the window.")] = None,
+    since: Annotated[str | None, typer.Option(help="Events created at/after this ISO time or duration ago (2h).")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Events created before this ISO time or duration ago.")] = None,
+    grace: Annotated[float, typer.Option(help="Seconds: events published more recently are in flight.")] = 30.0,
+    stuck_after: Annotated[float, typer.Option(help="Seconds: unpublished events older than this are stuck.")]
+    = 300.0,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Only these consumer groups (repeatable).")]
+    = None,
+    format: Annotated[Format, typer.Option("--format", help="table (terminal) or json (stdout).")] = Format.TABLE,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report here.")] = None,
+    sign: Annotated[bool, typer.Option("--sign", help="HMAC-sign with OUTBOX_REPORT_HMAC_KEY.")] = False,
+    checkpoint: Annotated[bool, typer.Option(help="Record proven ranges in reconcile_checkpoint (operator role).")]
+    = False,
+    digest: Annotated[Digest, typer.Option(help="Row hash: hash (fast) or md5 (portable across platforms).")]
+    = Digest.HASH,
+    jobs: Annotated[int, typer.Option(help="Parallel database connections per side.")] = 4,
+    cap: Annotated[int, typer.Option(help="Events named per kind and group (counts are always exact).")] = 100,
+) -> None:
+    """Prove zero loss: every published event acknowledged once, in order, by every consumer group."""
+    from outbox import reconcile as rc
+
+    try:
+        key = _signing_key(sign)
+        sch = _schema(schema)
+        producer, inboxes = _engines(database_url, inbox_database_url or [], jobs)
+        options = rc.Options(from_id=from_id, to_id=to_id, since=parse_time(since, "--since"),
+                             until=parse_time(until, "--until"), grace=timedelta(seconds=grace),
+                             stuck_after=timedelta(seconds=stuck_after), groups=tuple(group or ()), cap=cap,
+                             algorithm=digest.value, jobs=jobs, checkpoint=checkpoint)
+    except ConfigError as exc:
+        raise fail(exc, EXIT_CONFIG) from None
+    except ReconcileError as exc:
+        raise fail(exc, EXIT_CONFIG) from None
+    progress = RichProgress()
+    try:
+        report = rc.reconcile(producer, [rc.ConsumerDatabase(e, sch) for e in inboxes], options, schema=sch,
+                              progress=progress)
+    except (ReconcileError, OutboxError) as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
+    finally:
+        progress.stop()
+        producer.dispose()
+        for e in inboxes:
+            e.dispose()
+    sealed = rc.seal(report.to_dict(), key if sign else None)
+    text = json.dumps(sealed, indent=2, ensure_ascii=False)
+    if output is not None:
+        output.write_text(text + "\n")
+    if html is not None:
+        html.write_text(rc.render_html(sealed))
+    if format is Format.JSON:
+        sys.stdout.write(text + "\n")
+    else:
+        rc.print_report(sealed, Console(highlight=False))
+        for what, path in (("JSON report", output), ("HTML report", html)):
+            if path is not None:
+                Console(highlight=False).print(f"{what}: {path.resolve()}")
+    raise typer.Exit(EXIT_OK if report.verdict is rc.Verdict.PROVEN else EXIT_FOUND)
+
+
+def verify_command(
+    report: Annotated[Path, typer.Argument(help="A JSON report written by `outbox reconcile`.")],
+) -> None:
+    """Check a report's content hash and HMAC signature; any edit is detected (exit 1) and explained."""
+    from outbox.reconcile import verify
+    from outbox.reconcile.config import hmac_key
+
+    try:
+        key = hmac_key()
+    except ConfigError as exc:
+        raise fail(exc, EXIT_CONFIG) from None
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError) as exc:
+        raise fail(ReconcileError(f"cannot read {report}: {exc}"), EXIT_COULD_NOT_RUN) from None
+    if not isinstance(data, dict):
+        raise fail(ReconcileError(f"{report} is not a reconcile report (not a JSON object)"), EXIT_FOUND) from None
+    v = verify(data, key)
+    con = Console(highlight=False)
+    if v.ok:
+        how = "content hash and HMAC signature verified" if v.signed else "content hash verified (unsigned report)"
+        con.print(f"[green]OK[/green]: {report}: {how}; verdict was: {data.get('verdict_line', '?')}")
+        raise typer.Exit(EXIT_OK)
+    for reason in v.reasons:
+        con.print(f"[red]FAILED[/red]: {report}: {reason}")
+    raise typer.Exit(EXIT_COULD_NOT_RUN if v.missing_key else EXIT_FOUND)
+
+
+def trace_command(
+    event: Annotated[str, typer.Argument(help="An event id (UUID) or an outbox row id.")],
+    database_url: DbUrl,
+    inbox_database_url: InboxUrls = None,
+    schema: Schema = None,
+    format: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
+) -> None:
+    """Show one event's journey: written, published (partition/offset), acknowledged by which groups and when."""
+    from outbox.reconcile import trace
+    from outbox.reconcile.trace_view import print_journey
+
+    try:
+        sch = _schema(schema)
+        producer, inboxes = _engines(database_url, inbox_database_url or [], 1)
+    except ConfigError as exc:
+        raise fail(exc, EXIT_CONFIG) from None
+    try:
+        j = trace(event, producer, sch, [(e, sch) for e in inboxes])
+    except ReconcileError as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
+    finally:
+        producer.dispose()
+        for e in inboxes:
+            e.dispose()
+    if format is Format.JSON:
+        sys.stdout.write(json.dumps({"query": j.query, "found": j.found, "event": j.event,
+                                     "acknowledgements": list(j.acknowledgements)}, indent=2, default=str) + "\n")
+    else:
+        print_journey(j, Console(highlight=False))
+    raise typer.Exit(EXIT_OK if j.found else EXIT_FOUND)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to ``app``."""
+    """Add ``reconcile``, ``verify`` and ``trace`` to ``app``."""
+    app.command("reconcile")(reconcile_command)
+    app.command("verify")(verify_command)
+    app.command("trace")(trace_command)

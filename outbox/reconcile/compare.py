@@ -1,0 +1,340 @@
+"""``reconcile()``: outbox events against every consumer group's acknowledgements, over a window.
+
+1. Resolve the window to an id range ``[lo, hi]`` on the producer database, and the database clock's cutoffs:
+   events published after ``now - grace`` are in flight, unpublished ones older than ``now - stuck_after`` are
+   stuck.
+2. In parallel (``jobs`` connections), single-pass aggregates inside Postgres: the outbox side per
+   (topic, id bucket, state) and each group's inbox per id bucket, plus the order check, the copies and the
+   dead letters. The two sides may be different databases; only the small digests travel.
+3. Per group, compare expected vs acknowledged digests per bucket; drill only into buckets that differ
+   (:mod:`outbox.reconcile.drill`).
+4. Build the :class:`~outbox.reconcile.model.Report`; optionally record checkpoints of proven ranges.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from outbox.config import settings
+from outbox.errors import OutboxError, ReconcileError
+from outbox.reconcile import checkpoint, signing
+from outbox.reconcile.drill import Digests, Scope, Tally, drill_bucket
+from outbox.reconcile.model import Finding, GroupReport, Kind, Report, Window
+from outbox.store import audit as store
+
+
+@dataclass(frozen=True)
+class ConsumerDatabase:
+    """A database holding inbox rows (acknowledgements) and subscriptions of one or more groups."""
+
+    engine: sa.Engine
+    schema: str = "outbox"
+
+    @property
+    def label(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The window (ids and/or creation times), the grace and stuck SLO, and tuning (documented in the CLI)."""
+
+    from_id: int | None = None
+    to_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    grace: timedelta = timedelta(seconds=30)
+    stuck_after: timedelta = timedelta(minutes=5)
+    groups: tuple[str, ...] = ()
+    bucket_bits: int = 16
+    sub_bits: int = 10
+    cap: int = 100
+    algorithm: str = "hash"
+    jobs: int = 4
+    bins: int = 60
+    checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in store.HASHES:
+            raise ReconcileError(f"unknown digest algorithm {self.algorithm!r}; use one of {sorted(store.HASHES)}")
+        if not 0 < self.sub_bits < self.bucket_bits <= 40 or self.jobs < 1 or self.cap < 0:
+            raise ReconcileError(f"invalid reconcile options {self}")
+
+
+class Progress(Protocol):
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def start(self, label: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def reconcile(producer: sa.Engine, consumers: Sequence[ConsumerDatabase] = (), options: Options = Options(), *,
+              schema: str | None = None, progress: Progress | None = None) -> Report:
+    """Reconcile and return the report. Raises :class:`ReconcileError` when it cannot reach a verdict."""
+    started = time.monotonic()
+    schema = schema or settings().schema
+    dbs = list(consumers) or [ConsumerDatabase(producer, schema)]
+    try:
+        return _Run(producer, schema, options, progress or _Silent()).run(dbs, started)
+    except ReconcileError:
+        raise
+    except OutboxError as exc:
+        raise ReconcileError(f"could not reconcile: {exc}") from exc
+
+
+def _window(producer: sa.Engine, schema: str, o: Options) -> tuple[Window, int, int, float]:
+    with producer.connect() as c:
+        now = store.now(c)
+        lo, hi = store.id_bounds(c, schema, o.since, o.until)
+        lo = max(x for x in (lo, o.from_id) if x is not None) if lo is not None else None
+        hi = min(x for x in (hi, o.to_id) if x is not None) if hi is not None else None
+        t0 = store.created_at(c, schema, lo) if lo is not None else None
+    win = Window(id_lo=lo, id_hi=hi, since=o.since, until=o.until, grace_s=o.grace.total_seconds(),
+                 stuck_after_s=o.stuck_after.total_seconds(), now=now, cutoff=now - o.grace,
+                 stuck_before=now - o.stuck_after)
+    start = (t0 or now - timedelta(hours=1)).timestamp()
+    if lo is None or hi is None or hi < lo:
+        return win, 1, 0, start
+    return win, lo, hi, start
+
+
+Groups = dict[str, tuple[ConsumerDatabase, tuple[str, ...]]]
+Results = dict[tuple[str, str | None], list[Any]]
+# expected digests, acknowledged digests, buckets that differ, consumer dead letters, delivery-latency bins
+Compared = tuple[Digests, Digests, list[int], int, Counter[int]]
+
+
+def _groups(dbs: Sequence[ConsumerDatabase], only: tuple[str, ...]) -> Groups:
+    seen: dict[str, list[tuple[ConsumerDatabase, tuple[str, ...]]]] = {}
+    for db in dbs:
+        with db.engine.connect() as c:
+            for g, topics in store.subscriptions(c, db.schema).items():
+                seen.setdefault(g, []).append((db, tuple(topics)))
+    found: Groups = {}
+    for g, places in seen.items():
+        if len(places) > 1:
+            # A subscription mirrored beside the outbox by a checkpoint has no inbox rows there: skip it.
+            with_acks = [p for p in places if _has_acks(p[0], g)]
+            if len(with_acks) > 1:
+                raise ReconcileError(f"consumer group {g!r} has acknowledgements in two databases "
+                                     f"({with_acks[0][0].label} and {with_acks[1][0].label}); "
+                                     "reconcile them separately")
+            found[g] = (with_acks or places)[0]
+        else:
+            found[g] = places[0]
+    if only:
+        unknown = sorted(set(only) - set(found))
+        if unknown:
+            raise ReconcileError(f"consumer group(s) {unknown} have no subscription in {[d.label for d in dbs]}; "
+                                 f"known groups: {sorted(found)}")
+        found = {g: v for g, v in found.items() if g in only}
+    if not found:
+        raise ReconcileError(f"no consumer group has registered a subscription in {[d.label for d in dbs]}: "
+                             "run the inbox once, or point --inbox-database-url at the consumers' databases")
+    return found
+
+
+def _has_acks(db: ConsumerDatabase, group: str) -> bool:
+    with db.engine.connect() as c:
+        return store.has_acks(c, db.schema, group)
+
+
+def _chunks(lo: int, hi: int, k: int) -> list[tuple[int, int]]:
+    if hi < lo:
+        return []
+    size = max(1, -(-(hi - lo + 1) // k))
+    return [(a, min(hi, a + size - 1)) for a in range(lo, hi + 1, size)]
+
+
+def _on(engine: sa.Engine, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    with engine.connect() as c, c.begin():
+        store.tune(c)
+        return fn(c, *args, **kw)
+
+
+@dataclass
+class _Outbox:
+    """The outbox side, folded from the scan cells."""
+
+    settled: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # topic -> bucket -> [n, xor]
+    states: dict[str, Counter[str]] = field(default_factory=dict)
+    unsettled: dict[str, int] = field(default_factory=dict)  # topic -> first bucket with open events
+    created: Counter[int] = field(default_factory=Counter)
+    published: Counter[int] = field(default_factory=Counter)
+    latency: Counter[int] = field(default_factory=Counter)
+
+    def fold(self, cells: list[Any], nbins: int) -> None:
+        for topic, b, state, cb, pb, lb, n, h in cells:
+            self.states.setdefault(topic, Counter())[state] += n
+            if state == "settled":
+                cur = self.settled.setdefault(topic, {}).setdefault(int(b), [0, 0])
+                cur[0] += n
+                cur[1] ^= int(h or 0)
+            elif state in ("pending", "inflight", "stuck"):
+                self.unsettled[topic] = min(self.unsettled.get(topic, int(b)), int(b))
+            self.created[min(max(cb, 1), nbins)] += n
+            if pb is not None:
+                self.published[min(max(pb, 1), nbins)] += n
+            if lb is not None:
+                self.latency[int(lb)] += n
+
+    def count(self, topics: Iterable[str], state: str) -> int:
+        return sum(self.states.get(t, Counter())[state] for t in topics)
+
+
+class _Run:
+    def __init__(self, producer: sa.Engine, schema: str, o: Options, progress: Progress) -> None:
+        self.producer, self.schema, self.o, self.progress = producer, schema, o, progress
+        self.results: Results = {}
+        self.outbox = _Outbox()
+
+    def run(self, dbs: Sequence[ConsumerDatabase], started: float) -> Report:
+        self.win, self.lo, self.hi, self.t0 = _window(self.producer, self.schema, self.o)
+        self.t1 = max(self.win.now.timestamp() + 1, self.t0 + 1)
+        groups = _groups(dbs, self.o.groups)
+        self._scan(groups)
+        for cells in self.results.get(("outbox", None), []):
+            self.outbox.fold(cells, self.o.bins)
+        compared = {g: self._compare(g, topics) for g, (_db, topics) in groups.items()}
+        self.progress.start("drill-down", sum(len(c[2]) for c in compared.values()))
+        reports = tuple(self._group(g, db, topics, compared[g]) for g, (db, topics) in groups.items())
+        report = self._report(groups, reports, started)
+        if self.o.checkpoint:
+            checkpoint.record(self.producer, self.schema, report, signing.content_hash(report.to_dict()))
+        return report
+
+    def _scan(self, groups: Groups) -> None:
+        o, lo, hi, win = self.o, self.lo, self.hi, self.win
+        scan = {"bits": o.bucket_bits, "algo": o.algorithm}
+        futs: dict[Future[Any], tuple[str, str | None]] = {}
+        with ThreadPoolExecutor(max_workers=o.jobs, thread_name_prefix="reconcile") as pool:
+            def submit(tag: str, group: str | None, engine: sa.Engine, fn: Callable[..., Any], *a: Any,
+                       **kw: Any) -> None:
+                futs[pool.submit(_on, engine, fn, *a, **kw)] = (tag, group)
+
+            for a, z in _chunks(lo, hi, o.jobs):
+                submit("outbox", None, self.producer, store.outbox_cells, self.schema, a, z, cutoff=win.cutoff,
+                       stuck_before=win.stuck_before, t0=self.t0, t1=self.t1, nbins=o.bins, **scan)
+            for g, (db, _t) in groups.items():
+                for a, z in _chunks(lo, hi, o.jobs):
+                    submit("acks", g, db.engine, store.ack_cells, db.schema, g, a, z, **scan)
+                submit("order", g, db.engine, store.out_of_order, db.schema, g, lo, hi, cap=o.cap)
+                submit("copies", g, db.engine, store.copies, db.schema, g, lo, hi, cap=o.cap)
+                submit("dead", g, db.engine, store.consumer_dead, db.schema, g, lo, hi, cap=o.cap)
+            submit("stuck", None, self.producer, store.stuck, self.schema, lo, hi, stuck_before=win.stuck_before,
+                   cap=o.cap)
+            submit("relay_dead", None, self.producer, store.relay_dead, self.schema, lo, hi, cap=o.cap)
+            self.progress.start("digests", len(futs))
+            for f in as_completed(futs):
+                self.results.setdefault(futs[f], []).append(f.result())
+                self.progress.advance()
+
+    def _compare(self, g: str, topics: tuple[str, ...]) -> Compared:
+        """Expected vs acknowledged digests per bucket, the buckets that differ, dead letters, latency bins."""
+        expected: dict[int, list[int]] = {}
+        for t in topics:
+            for b, (n, h) in self.outbox.settled.get(t, {}).items():
+                cur = expected.setdefault(b, [0, 0])
+                cur[0] += n
+                cur[1] ^= h
+        acks: dict[int, list[int]] = {}
+        dead, lat = 0, Counter[int]()
+        for cells in self.results.get(("acks", g), []):
+            for b, is_dead, lb, n, h in cells:
+                cur = acks.setdefault(int(b), [0, 0])
+                cur[0] += n
+                cur[1] ^= int(h or 0)
+                dead += n if is_dead else 0
+                if lb is not None:
+                    lat[int(lb)] += n
+        e = {b: (v[0], v[1]) for b, v in expected.items()}
+        a = {b: (v[0], v[1]) for b, v in acks.items()}
+        return e, a, sorted(b for b in set(e) | set(a) if e.get(b) != a.get(b)), dead, lat
+
+    def _group(self, g: str, db: ConsumerDatabase, topics: tuple[str, ...], cmp: Compared) -> GroupReport:
+        expected, acks, differ, consumer_dead, lat = cmp
+        o, ts, tally = self.o, set(topics), Tally(cap=self.o.cap)
+        with self.producer.connect() as c:  # checkpoints live beside the outbox, where pruning happens
+            ranges = tuple(store.checkpoint_ranges(c, self.schema, g))
+        scope = Scope(self.producer, db.engine, self.schema, db.schema, g, frozenset(topics), self.lo, self.hi,
+                      o.bucket_bits, o.sub_bits, o.algorithm, self.win.cutoff, self.win.stuck_before, ranges)
+        for b in differ:
+            drill_bucket(scope, b, expected.get(b, (0, 0)), acks.get(b, (0, 0)), tally)
+            self.progress.advance()
+        r = self.results
+        ooo_n, ooo_rows = r[("order", g)][0]
+        copy_n, copy_rows = r[("copies", g)][0]
+        for x in ooo_rows:
+            tally.add(Kind.OUT_OF_ORDER, Finding.of(Kind.OUT_OF_ORDER, x, f"acknowledged after seq {x.after_seq}"), n=0)
+        tally.counts[Kind.OUT_OF_ORDER] += ooo_n
+        for x in copy_rows:
+            tally.add(Kind.DUPLICATED, Finding.of(Kind.DUPLICATED, x, f"acknowledged from {x.ack_partition}@"
+                                                  f"{x.ack_offset}, received again from {', '.join(x.other)}"), n=0)
+        tally.counts[Kind.DUPLICATED] += copy_n
+        for x in r[("stuck", None)][0]:
+            if x.topic in ts:
+                tally.add(Kind.STUCK, Finding.of(Kind.STUCK, x, _stuck_detail(x, self.win.now), id_attr="id"), n=0)
+        for x in r[("relay_dead", None)][0]:
+            if x.topic in ts:
+                tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}",
+                                                         id_attr="id"), n=0)
+        for x in r[("dead", g)][0]:
+            tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"handler failed {x.attempts}x: "
+                                                     f"{x.error}"), n=0)
+        exp_n = sum(n for n, _h in expected.values())
+        missing = tally.counts[Kind.MISSING]
+        rep = GroupReport(
+            group=g, database=db.label, topics=topics, expected=exp_n, acknowledged=exp_n - missing, missing=missing,
+            duplicated=tally.counts[Kind.DUPLICATED], out_of_order=tally.counts[Kind.OUT_OF_ORDER],
+            stuck=self.outbox.count(topics, "stuck"), dead_lettered=consumer_dead + self.outbox.count(topics, "dead"),
+            unexpected=tally.counts[Kind.UNEXPECTED],
+            in_flight=self.outbox.count(topics, "inflight") + self.outbox.count(topics, "pending"),
+            findings=tuple(f for k in Kind for f in tally.named[k]), latency_ms=tuple(sorted(lat.items())),
+        )
+        cp = checkpoint.proven_range(rep, expected, self.outbox.unsettled, lo=self.lo, hi=self.hi,
+                                     bits=o.bucket_bits, algo=o.algorithm)
+        return rep if cp is None else replace(rep, checkpoint=cp)
+
+    def _report(self, groups: Groups, reports: tuple[GroupReport, ...], started: float) -> Report:
+        ob, o, win = self.outbox, self.o, self.win
+        subscribed = {t for _d, ts in groups.values() for t in ts}
+        events = sum(n for t in subscribed for n, _h in ob.settled.get(t, {}).values())
+        width = (self.t1 - self.t0) / o.bins
+        backlog, c_sum, p_sum = [], 0, 0
+        for i in range(1, o.bins + 1):
+            c_sum, p_sum = c_sum + ob.created[i], p_sum + ob.published[i]
+            backlog.append((datetime.fromtimestamp(self.t0 + i * width, UTC).isoformat(), c_sum, p_sum))
+        findings = [Finding.of(Kind.STUCK, x, _stuck_detail(x, win.now), id_attr="id")
+                    for x in self.results[("stuck", None)][0]]
+        findings += [Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}", id_attr="id")
+                     for x in self.results[("relay_dead", None)][0]]
+        all_topics = list(ob.states)
+        return Report(
+            generated_at=datetime.now(UTC), producer_database=self.producer.url.render_as_string(hide_password=True),
+            window=win, algorithm=o.algorithm, bucket_bits=o.bucket_bits, events=events, groups=reports,
+            stuck=ob.count(all_topics, "stuck"), relay_dead_lettered=ob.count(all_topics, "dead"),
+            in_flight=ob.count(all_topics, "inflight") + ob.count(all_topics, "pending"),
+            outbox_findings=tuple(findings), backlog=tuple(backlog),
+            publish_latency_ms=tuple(sorted(ob.latency.items())),
+            elapsed_s=time.monotonic() - started,
+        )
+
+
+def _stuck_detail(r: Any, now: datetime) -> str:
+    age = (now - r.created_at).total_seconds()
+    err = f"; last error: {r.last_error}" if r.last_error else ""
+    return f"unpublished for {age:,.0f}s after {r.attempts} attempt(s){err}"

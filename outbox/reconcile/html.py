@@ -1,0 +1,165 @@
+"""A self-contained HTML report for auditors: tables, inline SVG charts, and the signed JSON embedded.
+
+No external assets (no scripts, fonts or images are fetched), so the file can be archived and opened offline.
+Charts are hand-made SVG: the delivery-latency distribution per group (log2 bins) and the backlog over the
+window (created minus published, from the outbox side).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from outbox.reconcile.render import COLUMNS, latency_label, percentile
+
+W, H, PAD = 720, 260, 48
+COLORS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#718096")
+
+
+def _axes(title: str) -> list[str]:
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+            f'role="img" aria-label="{escape(title)}">',
+            f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{escape(title)}</text>',
+            f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 10}" y2="{H - PAD}" stroke="#333"/>',
+            f'<line x1="{PAD}" y1="28" x2="{PAD}" y2="{H - PAD}" stroke="#333"/>']
+
+
+def latency_svg(series: dict[str, list[list[int]]]) -> str:
+    """Grouped bars: share of events per log2 latency bin, one colour per series."""
+    bins = sorted({k for hist in series.values() for k, _n in hist})
+    out = _axes("delivery latency (share of events per bin)")
+    if not bins:
+        return "".join([*out, f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data</text></svg>'])
+    ks = list(range(bins[0], bins[-1] + 1))
+    slot = (W - PAD - 20) / len(ks)
+    bar = max(1.0, slot * 0.8 / max(1, len(series)))
+    top = 28
+    for si, (name, hist) in enumerate(series.items()):
+        total = sum(n for _k, n in hist) or 1
+        counts = dict((k, n) for k, n in hist)
+        color = COLORS[si % len(COLORS)]
+        for i, k in enumerate(ks):
+            share = counts.get(k, 0) / total
+            h = share * (H - PAD - top)
+            x = PAD + 4 + i * slot + si * bar
+            out.append(f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
+                       f'<title>{escape(name)}: {counts.get(k, 0):,} events in [{latency_label(k)}, '
+                       f'{latency_label(k + 1)})</title></rect>')
+        out.append(f'<rect x="{W - 170}" y="{30 + si * 16}" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{W - 155}" y="{39 + si * 16}" font-size="11">{escape(name)}</text>')
+    for i, k in enumerate(ks):
+        if len(ks) <= 16 or i % 2 == 0:
+            out.append(f'<text x="{PAD + 4 + i * slot + slot / 2:.1f}" y="{H - PAD + 14}" font-size="10" '
+                       f'text-anchor="middle">{latency_label(k)}</text>')
+    out.append(f'<text x="{W / 2}" y="{H - 12}" font-size="11" text-anchor="middle">latency (bin start)</text>')
+    return "".join([*out, "</svg>"])
+
+
+def backlog_svg(points: list[list[Any]]) -> str:
+    """Backlog (created minus published) over the window, as a line with the peak marked."""
+    out = _axes("backlog over the window (events created, not yet published)")
+    if not points:
+        return "".join([*out, "</svg>"])
+    vals = [int(c) - int(p) for _t, c, p in points]
+    peak = max(*vals, 1)
+    step = (W - PAD - 20) / max(1, len(vals) - 1)
+    xy = [(PAD + i * step, H - PAD - v / peak * (H - PAD - 40)) for i, v in enumerate(vals)]
+    out.append('<polyline fill="none" stroke="#2b6cb0" stroke-width="2" points="'
+               + " ".join(f"{x:.1f},{y:.1f}" for x, y in xy) + '"/>')
+    out.append(f'<text x="{PAD - 4}" y="40" font-size="10" text-anchor="end">{peak:,}</text>'
+               f'<text x="{PAD - 4}" y="{H - PAD}" font-size="10" text-anchor="end">0</text>')
+    for i in (0, len(points) // 2, len(points) - 1):
+        t = datetime.fromisoformat(points[i][0]).strftime("%H:%M:%S")
+        out.append(f'<text x="{xy[i][0]:.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="middle">{t}</text>')
+    out.append(f'<text x="{W / 2}" y="{H - 12}" font-size="11" text-anchor="middle">time (UTC)</text>')
+    return "".join([*out, "</svg>"])
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#1a202c;max-width:1100px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #cbd5e0;padding:4px 8px}
+th{background:#edf2f7}td.n{text-align:right}.bad{color:#c53030;font-weight:bold}.ok{color:#2f855a;font-weight:bold}
+.verdict{font-size:1.3em;padding:.6em;border-radius:6px}.proven{background:#f0fff4}.disc{background:#fff5f5}
+code{background:#edf2f7;padding:1px 4px}details{margin:1em 0}"""
+
+
+BAD = ("missing", "duplicated", "out_of_order", "stuck", "unexpected")
+FINDING_HEAD = "".join(f"<th>{c}</th>" for c in ("group", "kind", "outbox id", "event id", "topic", "key", "seq",
+                                                  "detail"))
+
+
+def _group_rows(d: dict[str, Any]) -> str:
+    rows = []
+    for g in d["groups"]:
+        cells = "".join(f'<td class="n{" bad" if g[c] and c in BAD else ""}">{g[c]:,}</td>' for c in COLUMNS)
+        lat = g["delivery_latency_ms"]
+        ok = g["verdict"] == "proven"
+        verdict = '<span class="ok">proven</span>' if ok else '<span class="bad">discrepancies</span>'
+        rows.append(f"<tr><td>{escape(g['group'])}</td><td>{escape(', '.join(g['topics']))}</td>{cells}"
+                    f"<td>{percentile(lat, .5)} / {percentile(lat, .99)}</td><td>{verdict}</td></tr>")
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in COLUMNS)
+    return (f"<table><tr><th>group</th><th>topics</th>{head}<th>latency p50 / p99</th><th>verdict</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _findings(d: dict[str, Any]) -> str:
+    findings = [(g["group"], f) for g in d["groups"] for f in g["findings"]]
+    findings += [("(outbox)", f) for f in d["outbox_findings"]]
+    if not findings:
+        return "<p>None: nothing is missing, duplicated, out of order, stuck, unexpected or dead-lettered.</p>"
+    rows = "".join(
+        f"<tr><td>{escape(g)}</td><td>{escape(f['kind'])}</td><td>{f['outbox_id']}</td>"
+        f"<td><code>{escape(f['event_id'] or '')}</code></td><td>{escape(f['topic'] or '')}</td>"
+        f"<td>{escape(f['key'] or '')}</td><td>{'' if f['key_seq'] is None else f['key_seq']}</td>"
+        f"<td>{escape(f['detail'])}</td></tr>" for g, f in findings)
+    return f"<table><tr>{FINDING_HEAD}</tr>{rows}</table>"
+
+
+def _checkpoints(d: dict[str, Any]) -> str:
+    items = []
+    for g in d["groups"]:
+        c = g.get("checkpoint")
+        if c:
+            items.append(f"<li>{escape(g['group'])}: ids {c['id_lo']}..{c['id_hi']}, {c['expected']:,} events, "
+                         f"digest <code>{escape(c['digest'])}</code></li>")
+    return f"<ul>{''.join(items)}</ul>" if items else "<p>No checkpoint recorded by this run.</p>"
+
+
+def _window(d: dict[str, Any]) -> str:
+    w = d["window"]
+    created = f", created {escape(str(w['since']))} .. {escape(str(w['until']))}" if w["since"] or w["until"] else ""
+    return (f"Window: outbox ids {w['id_lo']}..{w['id_hi']}{created}; events published after "
+            f"<code>{escape(w['cutoff'])}</code> (grace {w['grace_s']:g}s) are in flight; unpublished events "
+            f"older than {w['stuck_after_s']:g}s are stuck. Digests: {escape(d['digest']['algorithm'])}, "
+            f"2<sup>{d['digest']['bucket_bits']}</sup> ids per bucket.")
+
+
+def render_html(d: dict[str, Any]) -> str:
+    """The report as one self-contained HTML page."""
+    t = d["totals"]
+    ok = d["verdict"] == "proven"
+    series = {g["group"]: g["delivery_latency_ms"] for g in d["groups"]}
+    series["publish (outbox → Kafka)"] = d["charts"]["publish_latency_ms"]
+    integ = d.get("integrity") or {}
+    sig = (f"HMAC-SHA256 signed (key id <code>{escape(str(integ.get('key_id')))}</code>)"
+           if integ.get("hmac_sha256") else "not signed (content hash only)")
+    embedded = json.dumps(d, indent=1, ensure_ascii=False, default=str)
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>kafka-outbox reconcile report — {escape(d['verdict'])}</title><style>{CSS}</style></head><body>
+<h1>kafka-outbox reconcile report</h1>
+<p class="verdict {'proven' if ok else 'disc'}">{escape(d['verdict_line'])}</p>
+<p>Producer database <code>{escape(d['producer_database'])}</code>; generated {escape(d['generated_at'])}
+in {d['elapsed_s']:.2f}s. {_window(d)}</p>
+<h2>Per consumer group</h2>{_group_rows(d)}
+<p>Outbox: {d['events']:,} events expected; {t['in_flight']:,} in flight; {t['stuck']:,} stuck;
+{t['relay_dead_lettered']:,} dead-lettered by the relay.</p>
+<h2>Charts</h2>{latency_svg(series)}<br>{backlog_svg(d['charts']['backlog'])}
+<h2>Named events</h2>{_findings(d)}
+<h2>Checkpoints</h2>{_checkpoints(d)}
+<h2>Integrity</h2><p>Content SHA-256 <code>{escape(str(integ.get('content_sha256')))}</code>; {sig}.
+Verify the JSON below (saved as <code>report.json</code>) with <code>outbox verify report.json</code>;
+see docs/auditors.md.</p>
+<details><summary>The report as JSON (the signed form)</summary><pre>{escape(embedded)}</pre></details>
+</body></html>
+"""

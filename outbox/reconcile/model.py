@@ -1,0 +1,180 @@
+"""The reconciler's values: findings, per-group results and the report, plus their JSON form.
+
+The JSON form (:meth:`Report.to_dict`) is the canonical report: it is what is hashed and signed, and the
+terminal and HTML renderers read it, so every output says exactly what the signed JSON says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+REPORT_FORMAT = "kafka-outbox/reconcile-report/v1"
+
+
+class Verdict(Enum):
+    """``proven``: every expected event acknowledged once, in order, nothing stuck (exit 0).
+    ``discrepancies``: at least one named finding below (exit 1)."""
+
+    PROVEN = "proven"
+    DISCREPANCIES = "discrepancies"
+
+
+class Kind(Enum):
+    """What a finding says about one event (docs/auditors.md defines each precisely)."""
+
+    MISSING = "missing"            # published before the grace cutoff, never acknowledged by the group
+    DUPLICATED = "duplicated"      # the group received it from two Kafka positions: it was published twice
+    OUT_OF_ORDER = "out_of_order"  # acknowledged after a higher key_seq of the same key
+    STUCK = "stuck"                # still unpublished after the stuck SLO
+    UNEXPECTED = "unexpected"      # an acknowledgement that matches no expected event
+    DEAD_LETTERED = "dead_lettered"  # parked with its reason (relay DLQ or consumer handler): recorded, not lost
+
+
+DISCREPANCIES = (Kind.MISSING, Kind.DUPLICATED, Kind.OUT_OF_ORDER, Kind.STUCK, Kind.UNEXPECTED)
+
+
+def key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        text = bytes(key).decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + bytes(key).hex()
+    return text if text.isprintable() else "0x" + bytes(key).hex()
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    outbox_id: int | None
+    event_id: str | None
+    topic: str | None
+    key: str | None
+    key_seq: int | None
+    detail: str
+
+    @classmethod
+    def of(cls, kind: Kind, row: Any, detail: str, id_attr: str = "outbox_id") -> Finding:
+        oid = getattr(row, id_attr, None)
+        return cls(kind=kind, outbox_id=None if oid is None else int(oid),
+                   event_id=None if row.event_id is None else str(row.event_id), topic=row.topic,
+                   key=key_text(row.key), key_seq=row.key_seq, detail=detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "outbox_id": self.outbox_id, "event_id": self.event_id,
+                "topic": self.topic, "key": self.key, "key_seq": self.key_seq, "detail": self.detail}
+
+
+def iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+@dataclass(frozen=True)
+class Window:
+    id_lo: int | None
+    id_hi: int | None
+    since: datetime | None
+    until: datetime | None
+    grace_s: float
+    stuck_after_s: float
+    now: datetime
+    cutoff: datetime
+    stuck_before: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id_lo": self.id_lo, "id_hi": self.id_hi, "since": iso(self.since), "until": iso(self.until),
+                "grace_s": self.grace_s, "stuck_after_s": self.stuck_after_s, "database_now": iso(self.now),
+                "cutoff": iso(self.cutoff), "stuck_before": iso(self.stuck_before)}
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    group: str
+    database: str
+    topics: tuple[str, ...]
+    expected: int
+    acknowledged: int
+    missing: int
+    duplicated: int
+    out_of_order: int
+    stuck: int
+    dead_lettered: int
+    unexpected: int
+    in_flight: int
+    findings: tuple[Finding, ...]
+    latency_ms: tuple[tuple[int, int], ...]  # (log2 bin k: [2^k, 2^(k+1)) ms, count)
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        bad = self.missing + self.duplicated + self.out_of_order + self.stuck + self.unexpected
+        return Verdict.PROVEN if bad == 0 else Verdict.DISCREPANCIES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group, "database": self.database, "topics": list(self.topics),
+            "verdict": self.verdict.value, "expected": self.expected, "acknowledged": self.acknowledged,
+            "missing": self.missing, "duplicated": self.duplicated, "out_of_order": self.out_of_order,
+            "stuck": self.stuck, "dead_lettered": self.dead_lettered, "unexpected": self.unexpected,
+            "in_flight": self.in_flight, "findings": [f.to_dict() for f in self.findings],
+            "delivery_latency_ms": [[k, n] for k, n in self.latency_ms], "checkpoint": self.checkpoint,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    generated_at: datetime
+    producer_database: str
+    window: Window
+    algorithm: str
+    bucket_bits: int
+    events: int
+    groups: tuple[GroupReport, ...]
+    stuck: int
+    relay_dead_lettered: int
+    in_flight: int
+    outbox_findings: tuple[Finding, ...]  # stuck and relay dead letters (not per group)
+    backlog: tuple[tuple[str, int, int], ...]  # (bin end time, created so far, published so far)
+    publish_latency_ms: tuple[tuple[int, int], ...]
+    elapsed_s: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def verdict(self) -> Verdict:
+        ok = all(g.verdict is Verdict.PROVEN for g in self.groups) and self.stuck == 0
+        return Verdict.PROVEN if ok else Verdict.DISCREPANCIES
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "format": REPORT_FORMAT, "generated_at": self.generated_at.isoformat(),
+            "producer_database": self.producer_database, "window": self.window.to_dict(),
+            "digest": {"algorithm": self.algorithm, "bucket_bits": self.bucket_bits},
+            "verdict": self.verdict.value, "events": self.events,
+            "totals": {k: sum(getattr(g, k) for g in self.groups) for k in
+                       ("expected", "acknowledged", "missing", "duplicated", "out_of_order", "unexpected",
+                        "dead_lettered")} | {"stuck": self.stuck, "relay_dead_lettered": self.relay_dead_lettered,
+                                             "in_flight": self.in_flight},
+            "groups": [g.to_dict() for g in self.groups],
+            "outbox_findings": [f.to_dict() for f in self.outbox_findings],
+            "charts": {"backlog": [list(b) for b in self.backlog],
+                       "publish_latency_ms": [[k, n] for k, n in self.publish_latency_ms]},
+            "elapsed_s": round(self.elapsed_s, 3), "notes": list(self.notes),
+        }
+        d["verdict_line"] = verdict_line(d)
+        return d
+
+
+def verdict_line(d: dict[str, Any]) -> str:
+    """The one-line verdict, e.g. ``verdict: zero loss proven — 10,000 events, 2 consumer groups, ...``."""
+    t, n = d["totals"], len(d["groups"])
+    groups = f"{n} consumer group{'s' if n != 1 else ''}"
+    head = f"{d['events']:,} events, {groups}, {t['missing']} missing, {t['duplicated']} duplicated, " \
+           f"{t['out_of_order']} out of order"
+    if d["verdict"] == Verdict.PROVEN.value:
+        tail = f", {t['dead_lettered'] + t['relay_dead_lettered']} dead-lettered (recorded)" \
+            if t["dead_lettered"] + t["relay_dead_lettered"] else ""
+        return f"verdict: zero loss proven — {head}{tail}"
+    return f"verdict: DISCREPANCIES — {head}, {t['stuck']} stuck, {t['unexpected']} unexpected"
