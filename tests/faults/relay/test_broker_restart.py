@@ -1,5 +1,5 @@
-"""SIGKILL the broker in the middle of a run, keep it down for a while, then start it again: the relay retries with backoff, loses nothing,
-duplicates nothing, and leaves no hanging transaction."""
+"""SIGKILL the broker in the middle of a run, keep it down for a while, then start it again: the relay
+retries with backoff, loses nothing, duplicates nothing, and leaves no hanging transaction."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from tests.integration.relay.harness import RelayProcess, scalar, verify, wait_u
 OUTBOX_CLI = str(Path(sys.executable).parent / "outbox")
 
 
-def test_poison_row_is_dead_lettered_and_only_its_key_is_held(  # noqa: PLR0917
+def test_poison_row_is_dead_lettered_and_only_its_key_is_held(
         relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str,
         tmp_path: Path) -> None:
     topic = f"small-{os.getpid()}-{tmp_path.name[-6:]}"
