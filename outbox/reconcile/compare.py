@@ -29,6 +29,7 @@ from outbox.reconcile import checkpoint, signing
 from outbox.reconcile.drill import Digests, Scope, Tally, drill_bucket
 from outbox.reconcile.model import Finding, GroupReport, Kind, Report, Window
 from outbox.store import audit as store
+from outbox.store import translate_errors
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def reconcile(producer: sa.Engine, consumers: Sequence[ConsumerDatabase] = (), o
     schema = schema or settings().schema
     dbs = list(consumers) or [ConsumerDatabase(producer, schema)]
     try:
-        return _Run(producer, schema, options, progress or _Silent()).run(dbs, started)
+        with translate_errors("reconciling"):
+            return _Run(producer, schema, options, progress or _Silent()).run(dbs, started)
     except ReconcileError:
         raise
     except OutboxError as exc:

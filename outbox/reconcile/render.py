@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 COLUMNS = ("expected", "acknowledged", "missing", "duplicated", "out_of_order", "stuck", "dead_lettered",
            "unexpected", "in_flight")
@@ -43,7 +45,8 @@ def summary_table(d: dict[str, Any]) -> Table:
         cells = [f"[red]{g[c]:,}[/red]" if c in BAD and g[c] else f"{g[c]:,}" for c in COLUMNS]
         lat = g["delivery_latency_ms"]
         ok = g["verdict"] == "proven"
-        t.add_row(g["group"], ", ".join(g["topics"]), *cells, f"{percentile(lat, .5)} / {percentile(lat, .99)}",
+        t.add_row(Text(g["group"]), Text(", ".join(g["topics"])), *cells,
+                  f"{percentile(lat, .5)} / {percentile(lat, .99)}",
                   "[green]proven[/green]" if ok else "[red]discrepancies[/red]")
     return t
 
@@ -57,8 +60,8 @@ def findings_table(d: dict[str, Any]) -> Table | None:
     for c in ("group", "kind", "outbox id", "event id", "topic", "key", "seq", "detail"):
         t.add_column(c, overflow="fold")
     for g, f in rows[:SHOW_FINDINGS]:
-        t.add_row(g, f["kind"], str(f["outbox_id"]), f["event_id"] or "", f["topic"] or "", f["key"] or "",
-                  "" if f["key_seq"] is None else str(f["key_seq"]), f["detail"])
+        t.add_row(*(Text(x) for x in (g, f["kind"], str(f["outbox_id"]), f["event_id"] or "", f["topic"] or "",
+                                      f["key"] or "", "" if f["key_seq"] is None else str(f["key_seq"]), f["detail"])))
     if len(rows) > SHOW_FINDINGS:
         t.caption = f"… {len(rows) - SHOW_FINDINGS} more in --format json / --html"
     return t
@@ -67,7 +70,7 @@ def findings_table(d: dict[str, Any]) -> Table | None:
 def print_report(d: dict[str, Any], console: Console | None = None) -> None:
     con = console or Console()
     w = d["window"]
-    con.print(f"[bold]outbox reconcile[/bold]  producer {d['producer_database']}")
+    con.print(f"[bold]outbox reconcile[/bold]  producer {escape(d['producer_database'])}")
     con.print(f"window: ids {w['id_lo']}..{w['id_hi']}"
               + (f", created {w['since'] or '-∞'} .. {w['until'] or 'now'}" if w["since"] or w["until"] else "")
               + f"; grace {w['grace_s']:g}s (cutoff {w['cutoff']}); stuck after {w['stuck_after_s']:g}s; "
@@ -82,9 +85,9 @@ def print_report(d: dict[str, Any], console: Console | None = None) -> None:
     for g in d["groups"]:
         if g.get("checkpoint"):
             c = g["checkpoint"]
-            con.print(f"checkpoint {g['group']}: ids {c['id_lo']}..{c['id_hi']} proven ({c['expected']:,} events, "
-                      f"digest {c['digest']})")
+            con.print(f"checkpoint {escape(g['group'])}: ids {c['id_lo']}..{c['id_hi']} proven "
+                      f"({c['expected']:,} events, digest {c['digest']})")
     for n in d.get("notes", []):
-        con.print(f"note: {n}")
+        con.print(f"note: {escape(n)}")
     style = "bold green" if d["verdict"] == "proven" else "bold red"
-    con.print(d["verdict_line"], style=style, highlight=False)
+    con.print(Text(d["verdict_line"], style=style))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
+from rich.markup import escape
 
 from outbox.reconcile.trace import Journey
 
@@ -10,15 +13,15 @@ from outbox.reconcile.trace import Journey
 def print_journey(j: Journey, console: Console | None = None) -> None:
     con = console or Console(highlight=False)
     if not j.found:
-        con.print(f"[red]unknown event[/red] {j.query}: no outbox row and no acknowledgement has this id in the "
-                  "databases searched (check the id, the --database-url, or add --inbox-database-url)")
+        con.print(f"[red]unknown event[/red] {escape(j.query)}: no outbox row and no acknowledgement has this id "
+                  "in the databases searched (check the id, the --database-url, or add --inbox-database-url)")
         return
-    e = j.event
+    e = _safe(j.event) if j.event is not None else None
     if e is None:
-        con.print(f"event {j.query}: [yellow]no outbox row[/yellow] (pruned after a checkpoint, or written by "
+        con.print(f"event {escape(j.query)}: [yellow]no outbox row[/yellow] (pruned after a checkpoint, or written by "
                   "another producer database); acknowledgements below")
     else:
-        key = f" key {e['key']!r} seq {e['key_seq']}" if e["key"] is not None else " (no key)"
+        key = f" key {e['key']} seq {e['key_seq']}" if e["key"] is not None else " (no key)"
         con.print(f"event {e['event_id']} (outbox id {e['id']}) {e['type']} on {e['topic']}{key}")
         con.print(f"  written      {e['created_at']}  (transaction {e['tx_id']}, shard {e['shard']})")
         if e["published_at"] is not None:
@@ -32,9 +35,14 @@ def print_journey(j: Journey, console: Console | None = None) -> None:
             con.print(f"  [yellow]not published yet[/yellow] ({e['attempts']} attempt(s){err})")
     if not j.acknowledgements:
         con.print("  acknowledged by no consumer group (in the databases searched)")
-    for a in j.acknowledgements:
+    for a in map(_safe, j.acknowledgements):
         state = "processed" if a["outcome"] == "processed" else f"[red]dead-lettered[/red] after {a['attempts']} " \
             f"attempts: {a['error']}"
         copies = f"; [red]also received from {', '.join(a['copies'])}[/red]" if a.get("copies") else ""
         con.print(f"  acknowledged by {a['consumer_group']} at {a['processed_at'] or a['received_at']} "
                   f"(from partition {a['kafka_partition']} offset {a['kafka_offset']}): {state}{copies}")
+
+
+def _safe(d: dict[str, Any]) -> dict[str, Any]:
+    """Data values with Rich markup escaped (a key or an error text may contain brackets)."""
+    return {k: escape(v) if isinstance(v, str) else v for k, v in d.items()}

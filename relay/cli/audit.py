@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from outbox.errors import ConfigError, OutboxError, ReconcileError
@@ -63,10 +64,10 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 def fail(exc: BaseException, code: int) -> typer.Exit:
     """Print the error and its cause chain to stderr; return the Exit to raise."""
     err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/bold red] {exc}")
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
     cause = exc.__cause__
     while cause is not None:
-        err.print(f"  caused by {type(cause).__name__}: {cause}")
+        err.print(f"  caused by {type(cause).__name__}: {escape(str(cause))}")
         cause = cause.__cause__
     return typer.Exit(code)
 
@@ -180,7 +181,7 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
         rc.print_report(sealed, Console(highlight=False))
         for what, path in (("JSON report", output), ("HTML report", html)):
             if path is not None:
-                Console(highlight=False).print(f"{what}: {path.resolve()}")
+                Console(highlight=False).print(f"{what}: {escape(str(path.resolve()))}")
     raise typer.Exit(EXIT_OK if report.verdict is rc.Verdict.PROVEN else EXIT_FOUND)
 
 
@@ -205,10 +206,11 @@ def verify_command(
     con = Console(highlight=False)
     if v.ok:
         how = "content hash and HMAC signature verified" if v.signed else "content hash verified (unsigned report)"
-        con.print(f"[green]OK[/green]: {report}: {how}; verdict was: {data.get('verdict_line', '?')}")
+        con.print(f"[green]OK[/green]: {escape(str(report))}: {how}; verdict was: "
+                  f"{escape(str(data.get('verdict_line', '?')))}")
         raise typer.Exit(EXIT_OK)
     for reason in v.reasons:
-        con.print(f"[red]FAILED[/red]: {report}: {reason}")
+        con.print(f"[red]FAILED[/red]: {escape(str(report))}: {escape(reason)}")
     raise typer.Exit(EXIT_COULD_NOT_RUN if v.missing_key else EXIT_FOUND)
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from outbox.inbox import Inbox
+from outbox.reconcile import ConsumerDatabase, Options, Report, reconcile
 from stack.env import Stack
+from tests.integration.audit.helpers import publish_pending, write_orders
 
 EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS public.effect (event_id uuid PRIMARY KEY, grp text NOT NULL)"
 
@@ -45,3 +51,39 @@ def consumer_url(stack: Stack) -> Iterator[str]:
 @pytest.fixture
 def consumer_engine(consumer_url: str) -> Iterator[sa.Engine]:
     yield from _engine(consumer_url)
+
+
+@dataclass
+class Scenario:
+    producer: sa.Engine
+    consumer: sa.Engine
+    bootstrap: str
+    topic: str
+
+    def consume(self, group: str, n: int, timeout: float = 60) -> None:
+        engine = self.consumer if group == "billing" else self.producer
+        ib = Inbox(engine, group, [self.topic], lambda c, e: None, bootstrap=self.bootstrap)
+        got, deadline = 0, time.monotonic() + timeout
+        try:
+            while got < n:
+                assert time.monotonic() < deadline, f"{group} received {got}/{n}"
+                got += ib.run_once().received
+        finally:
+            ib.close()
+
+    def consume_all(self, n: int) -> None:
+        for g in ("billing", "shipping"):
+            self.consume(g, n)
+
+    def reconcile(self, **kw: object) -> Report:
+        opts = Options(**{"grace": timedelta(0), "stuck_after": timedelta(minutes=5), **kw})  # type: ignore[arg-type]
+        return reconcile(self.producer, [ConsumerDatabase(self.consumer), ConsumerDatabase(self.producer)], opts)
+
+
+@pytest.fixture
+def scenario(producer_engine: sa.Engine, consumer_engine: sa.Engine, bootstrap: str, topic: str) -> Scenario:
+    s = Scenario(producer_engine, consumer_engine, bootstrap, topic)
+    write_orders(producer_engine, topic, 60, keys=6)
+    publish_pending(producer_engine, bootstrap)
+    s.consume_all(60)
+    return s

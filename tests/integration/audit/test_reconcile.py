@@ -4,57 +4,19 @@ producer's."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 import outbox
-from outbox.inbox import Inbox
-from outbox.reconcile import ConsumerDatabase, Kind, Options, Report, Verdict, reconcile
+from outbox.reconcile import Kind, Report, Verdict, reconcile
 from outbox.schema import event, inbox
-from tests.integration.audit.helpers import publish_pending, send, write_orders
+from tests.integration.audit.conftest import Scenario
+from tests.integration.audit.helpers import publish_pending, send
 
 pytestmark = pytest.mark.kafka
-
-
-@dataclass
-class Scenario:
-    producer: sa.Engine
-    consumer: sa.Engine
-    bootstrap: str
-    topic: str
-
-    def consume(self, group: str, n: int, timeout: float = 60) -> None:
-        engine = self.consumer if group == "billing" else self.producer
-        ib = Inbox(engine, group, [self.topic], lambda c, e: None, bootstrap=self.bootstrap)
-        got, deadline = 0, time.monotonic() + timeout
-        try:
-            while got < n:
-                assert time.monotonic() < deadline, f"{group} received {got}/{n}"
-                got += ib.run_once().received
-        finally:
-            ib.close()
-
-    def consume_all(self, n: int) -> None:
-        for g in ("billing", "shipping"):
-            self.consume(g, n)
-
-    def reconcile(self, **kw: object) -> Report:
-        opts = Options(**{"grace": timedelta(0), "stuck_after": timedelta(minutes=5), **kw})  # type: ignore[arg-type]
-        return reconcile(self.producer, [ConsumerDatabase(self.consumer), ConsumerDatabase(self.producer)], opts)
-
-
-@pytest.fixture
-def scenario(producer_engine: sa.Engine, consumer_engine: sa.Engine, bootstrap: str, topic: str) -> Scenario:
-    s = Scenario(producer_engine, consumer_engine, bootstrap, topic)
-    write_orders(producer_engine, topic, 60, keys=6)
-    publish_pending(producer_engine, bootstrap)
-    s.consume_all(60)
-    return s
 
 
 def named(report: Report, group: str, kind: Kind) -> list[str]:
