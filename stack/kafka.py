@@ -153,6 +153,11 @@ class KafkaCluster:
     home: Path = field(default_factory=lambda: STATE_DIR / "kafka")
     nodes: list[KafkaNode] = field(default_factory=list)
     libs: Path | None = None
+    # Additive hooks (used by stack.security); empty by default, which keeps the default configuration.
+    extra_props: dict[str, str] = field(default_factory=dict)
+    """Broker settings merged over the defaults of every node (e.g. an extra SASL_SSL listener)."""
+    format_args: list[str] = field(default_factory=list)
+    """Extra ``StorageTool format`` arguments (e.g. ``--add-scram 'SCRAM-SHA-512=[name=u,password=p]'``)."""
 
     def __post_init__(self) -> None:
         if self.size not in (1, 3):
@@ -204,6 +209,7 @@ class KafkaCluster:
             "broker.heartbeat.interval.ms": 1000,
             "delete.topic.enable": "true",
         }
+        props.update(self.extra_props)
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def start(self, timeout: float = 120) -> None:
@@ -215,7 +221,8 @@ class KafkaCluster:
                 n.home.mkdir(parents=True, exist_ok=True)
                 n.props.write_text(self._render(n))
                 # Format once per data directory; never again before a restart.
-                res = kafka_tool("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(n.props))
+                res = kafka_tool("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(n.props),
+                                 *self.format_args)
                 if res.returncode != 0:
                     raise StackError(f"StorageTool format failed for node {n.node_id}: {res.stdout}{res.stderr}")
         marks = {n.node_id: n.log_size() for n in self.nodes}

@@ -42,6 +42,7 @@ class Db:
         rs.ensure_leases(max(8, shard + 1))
         epoch = rs.acquire("ops-test", [shard], 60)[shard]
         assert rs.dead_letter(shard, "ops-test", epoch, row_id, reason=reason, error_class="PermanentPublishError")
+        rs.release("ops-test", {shard: epoch})  # a relay started later takes the shard at once
 
     def row(self, row_id: int) -> sa.Row:  # type: ignore[type-arg]
         with self.engine.connect() as conn:
