@@ -108,7 +108,7 @@ def order_violations(engine: sa.Engine) -> list[str]:
         rows = conn.execute(sa.select(event.c.id, event.c.event_id, event.c.key, event.c.key_seq)
                             .where(event.c.topic == TOPIC)).all()
     problems: list[str] = []
-    per_key: dict[bytes, list[sa.Row[Any]]] = defaultdict(list)
+    per_key: dict[bytes, list[Any]] = defaultdict(list)
     for r in rows:
         if r.event_id not in pos_of:
             problems.append(f"event {r.event_id} exists but its transaction is not in the commit log")
