@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import outbox
 from outbox.schema import event
 from outbox.store.relay import RelayStore
+from tests.integration.relay.conftest import relay_env, relays  # noqa: F401 - re-exported fixtures
 
 
 @dataclass
