@@ -32,6 +32,7 @@ KeyCounts = dict[tuple[str, bytes], int]
 Sequencer = Callable[[sa.Connection, KeyCounts, dict[str, Any]], dict[tuple[str, bytes], int]]
 
 # One constant statement for any batch (arrays in, so psycopg prepares it once per connection): one round trip.
+# RETURNING reads only ``id, event_id`` of the event table: the least-privilege app role may read nothing else.
 # * ``seq`` takes each key's row lock in sorted order (GROUP BY ... ORDER BY) and reserves ``n`` numbers;
 # * the outer INSERT can only emit a row after the join found its key's sequence row, and ORDER BY ord sorts
 #   after all locks are held, so every event id is drawn under its key's lock, in call order.
@@ -48,14 +49,18 @@ WITH input AS (
     SELECT topic, key, max(n) FROM input WHERE key IS NOT NULL GROUP BY topic, key ORDER BY topic, key
     ON CONFLICT (topic, key) DO UPDATE SET last_seq = ks.last_seq + excluded.last_seq
     RETURNING topic, key, last_seq
+), ins AS (
+    INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
+                                headers, traceparent, key_seq)
+    SELECT i.event_id, i.topic, i.key, i.shard, i.payload, i.content_type, i.type, i.source, i.subject, i.time,
+           i.headers::jsonb, %(traceparent)s, s.last_seq - i.n + i.nth
+    FROM input i LEFT JOIN seq s ON s.topic = i.topic AND s.key = i.key
+    ORDER BY i.ord
+    RETURNING id, event_id
 )
-INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
-                            headers, traceparent, key_seq)
-SELECT i.event_id, i.topic, i.key, i.shard, i.payload, i.content_type, i.type, i.source, i.subject, i.time,
-       i.headers::jsonb, %(traceparent)s, s.last_seq - i.n + i.nth
-FROM input i LEFT JOIN seq s ON s.topic = i.topic AND s.key = i.key
+SELECT ins.id, s.last_seq - i.n + i.nth
+FROM ins JOIN input i ON i.event_id = ins.event_id LEFT JOIN seq s ON s.topic = i.topic AND s.key = i.key
 ORDER BY i.ord
-RETURNING id, key_seq
 """
 
 
@@ -68,14 +73,16 @@ WITH seq AS (
     SELECT %(topic)s::text, %(key)s::bytea, 1 WHERE %(key)s::bytea IS NOT NULL
     ON CONFLICT (topic, key) DO UPDATE SET last_seq = ks.last_seq + 1
     RETURNING last_seq
+), ins AS (
+    INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
+                                headers, traceparent, key_seq)
+    SELECT %(event_id)s::uuid, %(topic)s::text, %(key)s::bytea, %(shard)s::int2, %(payload)s::bytea,
+           %(content_type)s::text, %(type)s::text, %(source)s::text, %(subject)s::text, %(time)s::timestamptz,
+           %(headers)s::jsonb, %(traceparent)s::text, s.last_seq
+    FROM (VALUES (1)) AS one(x) LEFT JOIN seq s ON true
+    RETURNING id
 )
-INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
-                            headers, traceparent, key_seq)
-SELECT %(event_id)s::uuid, %(topic)s::text, %(key)s::bytea, %(shard)s::int2, %(payload)s::bytea,
-       %(content_type)s::text, %(type)s::text, %(source)s::text, %(subject)s::text, %(time)s::timestamptz,
-       %(headers)s::jsonb, %(traceparent)s::text, s.last_seq
-FROM (VALUES (1)) AS one(x) LEFT JOIN seq s ON true
-RETURNING id, key_seq
+SELECT ins.id, s.last_seq FROM ins LEFT JOIN seq s ON true
 """
 
 
