@@ -289,8 +289,8 @@ class KafkaCluster:
                 n.kill()
 
     def create_topic(self, name: str, partitions: int = 3, config: dict[str, str] | None = None) -> None:
-        from confluent_kafka.cimpl import NewTopic
         from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
 
         rf = 1 if self.size == 1 else 3
         cfg = {} if self.size == 1 else {"min.insync.replicas": "2"}

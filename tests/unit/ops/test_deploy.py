@@ -97,7 +97,7 @@ def test_dashboard_covers_the_operational_signals() -> None:
     for p in DASHBOARD["panels"]:
         assert p["datasource"]["uid"] == "prometheus"
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24
     assert len({p["id"] for p in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
 
 
