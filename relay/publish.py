@@ -38,17 +38,38 @@ class Published:
     commit_s: float = 0.0
 
 
-def publish_batch(transport: Transport, rows: Sequence[PendingRow], *, shard: int, epoch: int, owner: str,
-                  checkpoint_partition: int, faults: Faults,
+def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, epoch: int, owner: str,
+                  checkpoint_partition: int, faults: Faults, sent: Callable[[], None] | None = None,
                   clock: Callable[[], float] = time.monotonic) -> Published:
-    """Publish ``rows`` (in id order) in one transaction. Raises PublishError for transient/fencing failures;
-    the transport must then be replaced (its transaction state is unknown)."""
+    """Publish ``rows`` (in id order) in one transaction, consuming the list: each row (and its payload) is
+    dropped once librdkafka holds its copy, so a batch's memory is freed while it is still being flushed.
+    ``sent`` is called once every record is queued (the worker frees its producing slot there).
+
+    Raises PublishError for transient/fencing failures; the transport must then be replaced (its transaction
+    state is unknown)."""
+    try:
+        refused, n_sent = _send_all(transport, rows, faults)
+    finally:
+        if sent is not None:
+            sent()
+    if n_sent == 0:
+        transport.abort()
+        return Published(refused=refused)
+    return _finish(transport, refused, shard=shard, epoch=epoch, owner=owner,
+                   checkpoint_partition=checkpoint_partition, clock=clock)
+
+
+def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults) -> tuple[dict[int, str], int]:
     transport.begin()
     refused: dict[int, str] = {}
     blocked: set[tuple[str, bytes]] = set()
     sent = 0
     half = len(rows) // 2
-    for i, row in enumerate(rows):
+    rows.reverse()
+    i = -1
+    while rows:
+        row = rows.pop()
+        i += 1
         k = ordering_key(row)
         if k is not None and k in blocked:
             continue  # an earlier row of this key failed: sending this one would overtake it
@@ -63,9 +84,11 @@ def publish_batch(transport: Transport, rows: Sequence[PendingRow], *, shard: in
         if i == half and faults.armed(KillPoint.MID_PRODUCE):
             transport.flush()  # make sure part of the transaction really reached the broker
             faults.at(KillPoint.MID_PRODUCE)
-    if sent == 0:
-        transport.abort()
-        return Published(refused=refused)
+    return refused, sent
+
+
+def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch: int, owner: str,
+            checkpoint_partition: int, clock: Callable[[], float]) -> Published:
     deliveries = transport.flush()
     errors = {d.ref: d.error for d in deliveries if d.error is not None}
     if errors:

@@ -45,6 +45,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch, settings.test_kill_signal)
         self.leases = LeaseManager(store, settings)
+        self._slots = threading.Semaphore(settings.concurrency)
         self._running: dict[int, _Running] = {}
         self._releasing: set[int] = set()
         self._last_tick = 0.0
@@ -65,7 +66,8 @@ class Supervisor:
     # --- workers -----------------------------------------------------------------------------------------
     def _start(self, shard: int, epoch: int) -> None:
         w = ShardWorker(shard, epoch, settings=self.s, store=self.store, transport_factory=self._factory,
-                        checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults)
+                        checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults,
+                        slots=self._slots)
         stop = threading.Event()
         r = _Running(w, stop, threading.Thread(target=lambda: r.exit.append(w.run(stop)),
                                                 name=f"relay-shard-{shard}", daemon=True))

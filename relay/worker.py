@@ -25,7 +25,7 @@ from outbox.errors import (
     LeaseLostError,
     PublishError,
 )
-from outbox.store.relay import Mark, PendingRow, RelayStore
+from outbox.store.relay import Mark, RelayStore
 from relay import checkpoint
 from relay.config import BrokenMode, KillPoint, RelaySettings
 from relay.faults import Faults
@@ -58,7 +58,8 @@ class Exit(Enum):
 class ShardWorker:
     def __init__(self, shard: int, epoch: int, *, settings: RelaySettings, store: RelayStore,
                  transport_factory: Callable[[int], Transport], checkpoints: CheckpointLog,
-                 metrics: Metrics, faults: Faults, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: Metrics, faults: Faults, slots: threading.Semaphore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.shard, self.epoch, self.s = shard, epoch, settings
         self.owner = settings.instance_id
         self._store, self._factory, self._checkpoints = store, transport_factory, checkpoints
@@ -67,6 +68,9 @@ class ShardWorker:
         self._unmarked: tuple[Mark, ...] = ()
         self._suspects: dict[int, str] = {}
         self._label = str(shard)
+        # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
+        # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
+        self._slots = slots or threading.Semaphore(1)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _open(self) -> Transport:
@@ -116,34 +120,48 @@ class ShardWorker:
         if self._unmarked:
             self._mark(self._unmarked)
         started = self._clock()
-        rows = self._store.claim(self.shard, self.s.batch_size)
-        if not rows:
-            self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
-            return Result()
-        full = len(rows) >= self.s.batch_size
-        self._faults.batch_started()
-        batch = isolate(rows, set(self._suspects)) if self._suspects else rows
-        self._faults.at(KillPoint.BEFORE_PRODUCE)
-        if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
-            self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
+        self._slots.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
         try:
+            rows = self._store.claim(self.shard, self.s.batch_size)
+            if not rows:
+                self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
+                return Result()
+            claimed, full = len(rows), len(rows) >= self.s.batch_size
+            self._faults.batch_started()
+            batch = isolate(rows, set(self._suspects)) if self._suspects else rows
+            batch_len = len(batch)
+            if batch is not rows:
+                rows.clear()
+            self._faults.at(KillPoint.BEFORE_PRODUCE)
+            if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
+                self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
             out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, owner=self.owner,
                                 checkpoint_partition=self._checkpoints.partition_for(self.shard),
-                                faults=self._faults, clock=self._clock)
+                                faults=self._faults, sent=release, clock=self._clock)
         except PublishError:
             # The transaction's fate is unknown (e.g. a commit that timed out): the next _open re-initialises,
             # which aborts it if it is still open, and recovery marks it if it committed.
             self._drop_transport()
             raise
+        finally:
+            release()
         if out.marks:
             self._metrics.commit_seconds.observe(out.commit_s)
             self._faults.at(KillPoint.AFTER_COMMIT)
             self._mark(out.marks)
             self._metrics.batch_rows.observe(len(out.marks))
             self._metrics.batch_seconds.observe(self._clock() - started)
-        dead = self._handle_failures(batch, out)
-        return Result(len(rows), len(out.marks), len(out.refused) + len(out.suspects), dead,
-                      full and len(batch) == len(rows) and not out.suspects)
+        dead = self._handle_failures(batch_len, out)
+        return Result(claimed, len(out.marks), len(out.refused) + len(out.suspects), dead,
+                      full and batch_len == claimed and not out.suspects)
 
     def _mark(self, marks: tuple[Mark, ...]) -> None:
         self._unmarked = marks  # kept until the mark commits: the next batch waits for it
@@ -154,9 +172,9 @@ class ShardWorker:
         for m in marks:
             self._suspects.pop(m.id, None)
 
-    def _handle_failures(self, batch: list[PendingRow], out: Published) -> int:
+    def _handle_failures(self, batch_len: int, out: Published) -> int:
         refused = dict(out.refused)
-        if len(batch) == 1:
+        if batch_len == 1:
             refused.update(out.suspects)  # alone in its transaction: the refusal is its own
         else:
             self._suspects.update(out.suspects)

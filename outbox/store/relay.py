@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from outbox.errors import DatabaseUnavailableError, LeaseLostError
 from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
@@ -69,7 +69,7 @@ class PendingRow:
     source: str
     subject: str | None
     time: datetime
-    headers: Any  # the JSONB user headers as stored by the writer (decoded by relay.records)
+    headers: Any  # the JSONB user headers as stored by the writer, None when empty (decoded by relay.records)
     traceparent: str | None
     key_seq: int | None
     attempts: int
@@ -135,9 +135,12 @@ class Status:
         return sum(b.pending for b in self.backlog)
 
 
+# Most events carry no user headers: ship NULL for '[]' so the driver never parses JSON for them (a third of
+# the relay's per-row CPU in profiles).
+_HEADERS = sa.case((event.c.headers == sa.cast(sa.literal("[]"), JSONB), sa.null()), else_=event.c.headers)
 _CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, event.c.payload,
                   event.c.content_type, event.c.type, event.c.source, event.c.subject, event.c.time,
-                  event.c.headers, event.c.traceparent, event.c.key_seq, event.c.attempts)
+                  _HEADERS, event.c.traceparent, event.c.key_seq, event.c.attempts)
 
 
 class RelayStore:

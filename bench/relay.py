@@ -1,0 +1,324 @@
+"""``python -m bench.relay``: the relay's throughput, latency and memory against a raw producer, same run.
+
+(a) one relay drains a backlog of 1 KiB events exactly-once until every event is committed in Kafka;
+(b) a raw confluent-kafka idempotent producer sends the same records to the same broker; (c) ratio a/b;
+(d) commit→read_committed-consumer latency at an offered rate; (e) drain rate, 1M vs 10k backlog;
+(f) the relay's peak RSS. Writes bench/results/relay.json and bench/results/relay-latency.png.
+
+Drains are measured *warm*: the relay runs and owns its shards, then the whole backlog becomes visible at once
+(one writer transaction commits it), so (a)/(e) measure draining, not process start-up (reported separately).
+The end is the relay's own ``published`` counter (rows marked after the Kafka commit); exactly-once is then
+verified independently with a read_committed consumer (every event id once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+import outbox
+from outbox.envelope import kafka_headers
+from stack.env import Stack, start_stack
+from stack.process import REPO_ROOT, free_port
+from stack.verify import consume_all
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAYLOAD_BYTES = 1024
+KEYS = 1000
+PARTITIONS = 6
+
+
+def payload(i: int) -> bytes:
+    """1 KiB of JSON-ish bytes: realistic (partly compressible), different per event."""
+    head = json.dumps({"order": i, "customer": f"c{i % 9973}", "status": "created", "lines": i % 7}).encode()
+    body = (uuid.UUID(int=(i * 2654435761) % (1 << 128)).hex * 40).encode()
+    return (head + b' "pad": "' + body)[:PAYLOAD_BYTES]
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive until the result is in
+    admin.create_topics([NewTopic(name, PARTITIONS, 1)])[name].result(60)
+
+
+def enqueue_backlog(url: str, topic: str, n: int, start: int = 0) -> float:
+    """Write ``n`` events in ONE transaction (so they become visible at once); returns the commit instant."""
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with eng.connect() as c:
+            with c.begin():
+                for lo in range(start, start + n, 2000):
+                    outbox.enqueue(c, *[outbox.Event(topic=topic, type="bench.order", key=f"k{i % KEYS}",
+                                                     data=payload(i), content_type="application/octet-stream")
+                                        for i in range(lo, min(start + n, lo + 2000))])
+                # the commit happens on leaving the block
+            return time.monotonic()
+    finally:
+        eng.dispose()
+
+
+class Relay:
+    def __init__(self, stack: Stack, url: str, log: Path, **env: str) -> None:
+        self.port = free_port()
+        full = {**os.environ, "OUTBOX_DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+                "OUTBOX_RELAY_HTTP_PORT": str(self.port), "OUTBOX_RELAY_HTTP_HOST": "127.0.0.1",
+                "OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX": f"bench-{uuid.uuid4().hex[:6]}",
+                "OUTBOX_RELAY_LOG_LEVEL": "WARNING", **env}
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "relay"], cwd=REPO_ROOT, env=full, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        started = time.monotonic()
+        self._wait(lambda: self._get("/readyz") == "ok\n" and self.metric("outbox_relay_leases_held") >= 8, 120)
+        self.startup_s = time.monotonic() - started
+
+    def _get(self, path: str) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for line in self._get("/metrics").splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                head, _, val = line.rpartition(" ")
+                if head == name or head.startswith(name + "{"):
+                    total += float(val)
+        return total
+
+    def _wait(self, cond: Any, timeout: float, interval: float = 0.02) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("relay did not get there in time")
+            time.sleep(interval)
+
+    def await_published(self, total: float, timeout: float = 1800) -> float:
+        self._wait(lambda: self.metric("outbox_relay_published_total") >= total, timeout)
+        return time.monotonic()
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def drain(relay: Relay, url: str, bootstrap: str, n: int, verify: bool) -> dict[str, Any]:
+    topic = f"bench-drain-{n}-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic)
+    before = relay.metric("outbox_relay_published_total")
+    t_commit = enqueue_backlog(url, topic, n)
+    t_done = relay.await_published(before + n)
+    out: dict[str, Any] = {"events": n, "seconds": round(t_done - t_commit, 3),
+                           "events_per_s": round(n / (t_done - t_commit), 1), "topic": topic}
+    if verify:
+        recs = consume_all(bootstrap, [topic], timeout=600)
+        ids = [r.header("outbox-event-id") for r in recs]
+        out["verified_exactly_once"] = len(ids) == n and len(set(ids)) == n
+    return out
+
+
+def raw_producer(url: str, bootstrap: str, topic: str) -> dict[str, Any]:
+    """The same records (key, value, envelope headers) the relay sent, from a plain idempotent producer."""
+    from confluent_kafka import Producer
+
+    from outbox.event import headers_from_json
+    from outbox.schema import event
+
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with eng.connect() as c:
+        rows = c.execute(sa.select(event).where(event.c.topic == topic).order_by(event.c.id)).all()
+    eng.dispose()
+    recs = [(r.key, r.payload, kafka_headers(event_id=r.event_id, source=r.source, type=r.type, time=r.time,
+                                             content_type=r.content_type, outbox_id=r.id, key_seq=r.key_seq,
+                                             user_headers=headers_from_json(r.headers))) for r in rows]
+    out_topic = f"{topic}-raw"
+    create_topic(bootstrap, out_topic)
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "compression.type": "lz4", "linger.ms": 20, "partitioner": "murmur2_random",
+                  "queue.buffering.max.messages": 500000, "batch.num.messages": 10000})
+    acked = [0]
+
+    def cb(err: Any, _msg: Any) -> None:
+        if err is None:
+            acked[0] += 1
+
+    t0 = time.monotonic()
+    for k, v, h in recs:
+        while True:
+            try:
+                p.produce(out_topic, v, k, headers=h, on_delivery=cb)
+                break
+            except BufferError:
+                p.poll(0.01)
+    p.flush(600)
+    dt = time.monotonic() - t0
+    return {"events": len(recs), "acked": acked[0], "seconds": round(dt, 3), "events_per_s": round(len(recs) / dt, 1)}
+
+
+def latency(relay: Relay, url: str, bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
+    from confluent_kafka import Consumer
+
+    topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic)
+    committed: dict[bytes, float] = {}
+    received: dict[bytes, float] = {}
+    stop = threading.Event()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:6]}",
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    c.subscribe([topic])
+
+    def consume() -> None:
+        while not stop.is_set():
+            for m in c.consume(1000, timeout=0.05):
+                if m.error() is None:
+                    now = time.time()
+                    for hk, hv in m.headers() or []:
+                        if hk == "outbox-event-id" and hv is not None:
+                            received[hv] = now
+
+    th = threading.Thread(target=consume, daemon=True)
+    th.start()
+    eng = sa.create_engine(url, pool_size=2)
+    per_txn = max(1, rate // 100)
+    period = per_txn / rate
+    i = 0
+    t_start = time.monotonic()
+    nxt = t_start
+    while time.monotonic() - t_start < seconds:
+        with eng.begin() as conn:
+            stored = outbox.enqueue(conn, *[outbox.Event(topic=topic, type="bench.lat", key=f"k{(i + j) % KEYS}",
+                                                         data=payload(i + j), content_type="application/octet-stream")
+                                            for j in range(per_txn)])
+        now = time.time()
+        for s in stored:
+            committed[str(s.event_id).encode()] = now
+        i += per_txn
+        nxt += period
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    achieved = i / (time.monotonic() - t_start)
+    deadline = time.monotonic() + 60
+    while len(received) < len(committed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    th.join(10)
+    c.close()
+    eng.dispose()
+    lat = sorted((received[k] - t) * 1000 for k, t in committed.items() if k in received)
+    series = sorted((t - min(committed.values()), (received[k] - t) * 1000) for k, t in committed.items()
+                    if k in received)
+
+    def pct(q: float) -> float:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else float("nan")
+
+    return {"offered_rate": rate, "achieved_rate": round(achieved, 1), "events": len(committed),
+            "received": len(lat), "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
+                                                  "max": round(lat[-1], 2) if lat else None}, "_series": series}
+
+
+def plot(series: list[tuple[float, float]], lat: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = [s[0] for s in series]
+    ys = [s[1] for s in series]
+    ax1.scatter(xs, ys, s=1, alpha=0.4)
+    ax1.set(xlabel="seconds into the run", ylabel="commit → read_committed consumer (ms)",
+            title=f"latency over time at {lat['offered_rate']} events/s offered", yscale="log")
+    srt = sorted(ys)
+    ax2.plot(srt, [i / len(srt) for i in range(len(srt))])
+    for q in ("p50", "p90", "p99"):
+        ax2.axvline(lat["latency_ms"][q], linestyle="--", linewidth=0.8)
+        ax2.text(lat["latency_ms"][q], 0.02, f" {q} {lat['latency_ms'][q]:.0f}ms", rotation=90, fontsize=8)
+    ax2.set(xlabel="latency (ms)", ylabel="fraction of events", title="CDF", xscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=200_000, help="backlog for (a)/(b)")
+    ap.add_argument("--big", type=int, default=1_000_000, help="large backlog for (e); 0 skips (e)")
+    ap.add_argument("--small", type=int, default=10_000, help="small backlog for (e)")
+    ap.add_argument("--rate", type=int, default=1000, help="offered events/s for (d)")
+    ap.add_argument("--seconds", type=float, default=60, help="duration of (d)")
+    ap.add_argument("--batch-size", default=None, help="OUTBOX_RELAY_BATCH_SIZE (default: the relay's)")
+    ap.add_argument("--linger-ms", default=None, help="OUTBOX_RELAY_LINGER_MS (default: the relay's)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "relay.json")
+    args = ap.parse_args()
+    env = {k: v for k, v in (("OUTBOX_RELAY_BATCH_SIZE", args.batch_size), ("OUTBOX_RELAY_LINGER_MS",
+                                                                           args.linger_ms)) if v}
+    home = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    stack = start_stack(home=home)
+    try:
+        from alembic import command
+
+        from migrations import alembic_config
+
+        url = stack.url("postgres")
+        command.upgrade(alembic_config(url), "heads")
+        relay = Relay(stack, url, home / "relay.log", **env)
+        print(f"relay ready in {relay.startup_s:.2f}s", flush=True)
+        a = drain(relay, url, stack.bootstrap, args.events, verify=True)
+        print("(a)", a, flush=True)
+        b = raw_producer(url, stack.bootstrap, a["topic"])
+        print("(b)", b, flush=True)
+        d = latency(relay, url, stack.bootstrap, args.rate, args.seconds)
+        print("(d)", {k: v for k, v in d.items() if k != "_series"}, flush=True)
+        small = drain(relay, url, stack.bootstrap, args.small, verify=True)
+        big = drain(relay, url, stack.bootstrap, args.big, verify=False) if args.big else None
+        print("(e)", small, big, flush=True)
+        rss = relay.peak_rss_mb()
+        rc = relay.stop()
+        result = {
+            "relay_events_per_s": a["events_per_s"], "raw_producer_events_per_s": b["events_per_s"],
+            "ratio": round(a["events_per_s"] / b["events_per_s"], 3),
+            "latency_ms": d["latency_ms"], "offered_rate": args.rate, "achieved_rate": d["achieved_rate"],
+            "payload_bytes": PAYLOAD_BYTES,
+            "backlog_ratio_1m_vs_10k": round(big["events_per_s"] / small["events_per_s"], 3) if big else None,
+            "relay_peak_rss_mb": round(rss, 1),
+            "details": {"drain": a, "raw": b, "latency_events": d["events"], "latency_received": d["received"],
+                        "drain_small": small, "drain_big": big, "relay_startup_s": round(relay.startup_s, 2),
+                        "relay_exit_code": rc, "relay_settings": env or "defaults", "keys": KEYS,
+                        "partitions": PARTITIONS, "cpus": os.cpu_count(), "python": platform.python_version(),
+                        "load_avg_at_end": os.getloadavg()},
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        plot(d["_series"], d, args.out.parent / "relay-latency.png")
+        print(json.dumps(result, indent=2))
+        ok = a.get("verified_exactly_once") and small.get("verified_exactly_once") and rc == 0
+        return 0 if ok else 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
