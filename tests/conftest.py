@@ -139,8 +139,8 @@ def topic(bootstrap: str, stack: Stack) -> str:
 
 def create_topic(bootstrap: str, name: str, partitions: int = 3, replication: int = 1,
                  config: dict[str, str] | None = None) -> None:
-    from confluent_kafka.cimpl import NewTopic
     from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     fut = admin.create_topics([NewTopic(name, partitions, replication, config=config or {})],
