@@ -43,6 +43,7 @@ def main(overrides: dict[str, Any] | None = None, kafka_config: dict[str, str] |
     except ConfigError as exc:
         return fail(EXIT_CONFIG, "configuration error", exc)
     logs.setup(settings.log_level)
+    logs.register_secrets({"database_url": settings.database_url, "kafka": settings.kafka_extra})
     if settings.test_kill_at or settings.test_broken:
         log.warning("TEST-ONLY fault settings are active: never use them in production",
                     extra={"kill_at": settings.test_kill_at, "broken": settings.test_broken})

@@ -26,7 +26,7 @@ from outbox.errors import (
     PublishError,
 )
 from outbox.store.relay import Mark, RelayStore
-from relay import checkpoint
+from relay import checkpoint, tracing
 from relay.config import BrokenMode, KillPoint, RelaySettings
 from relay.faults import Faults
 from relay.metrics import Metrics
@@ -143,9 +143,11 @@ class ShardWorker:
             self._faults.at(KillPoint.BEFORE_PRODUCE)
             if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
                 self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
-            out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, owner=self.owner,
-                                checkpoint_partition=self._checkpoints.partition_for(self.shard),
-                                faults=self._faults, sent=release, clock=self._clock)
+            # One PRODUCER span per transaction, linked to each event's writer trace (no-op without an SDK).
+            with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
+                out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, owner=self.owner,
+                                    checkpoint_partition=self._checkpoints.partition_for(self.shard),
+                                    faults=self._faults, sent=release, clock=self._clock)
         except PublishError:
             # The transaction's fate is unknown (e.g. a commit that timed out): the next _open re-initialises,
             # which aborts it if it is still open, and recovery marks it if it committed.
