@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -118,6 +118,9 @@ Groups = dict[str, tuple[ConsumerDatabase, tuple[str, ...]]]
 Results = dict[tuple[str, str | None], list[Any]]
 # expected digests, acknowledged digests, buckets that differ, consumer dead letters, delivery-latency bins
 Compared = tuple[Digests, Digests, list[int], int, Counter[int]]
+# (result tag, engine, store function, positional args after the connection, keyword args)
+Task = tuple[tuple[str, str | None], sa.Engine, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+CHART_SAMPLE = 200_000  # ids sampled (systematically, every k-th) for the latency and backlog charts
 
 
 def _groups(dbs: Sequence[ConsumerDatabase], only: tuple[str, ...]) -> Groups:
@@ -170,7 +173,7 @@ def _on(engine: sa.Engine, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any
 
 @dataclass
 class _Outbox:
-    """The outbox side, folded from the scan cells."""
+    """The outbox side, folded from the scan cells, and the sampled chart data."""
 
     settled: dict[str, dict[int, list[int]]] = field(default_factory=dict)  # topic -> bucket -> [n, xor]
     states: dict[str, Counter[str]] = field(default_factory=dict)
@@ -179,8 +182,8 @@ class _Outbox:
     published: Counter[int] = field(default_factory=Counter)
     latency: Counter[int] = field(default_factory=Counter)
 
-    def fold(self, cells: list[Any], nbins: int) -> None:
-        for topic, b, state, cb, pb, lb, n, h in cells:
+    def fold(self, cells: list[Any]) -> None:
+        for topic, b, state, n, h in cells:
             self.states.setdefault(topic, Counter())[state] += n
             if state == "settled":
                 cur = self.settled.setdefault(topic, {}).setdefault(int(b), [0, 0])
@@ -188,11 +191,14 @@ class _Outbox:
                 cur[1] ^= int(h or 0)
             elif state in ("pending", "inflight", "stuck"):
                 self.unsettled[topic] = min(self.unsettled.get(topic, int(b)), int(b))
-            self.created[min(max(cb, 1), nbins)] += n
+
+    def fold_chart(self, cells: list[Any], nbins: int, step: int) -> None:
+        for cb, pb, lb, n in cells:
+            self.created[min(max(cb, 1), nbins)] += n * step
             if pb is not None:
-                self.published[min(max(pb, 1), nbins)] += n
+                self.published[min(max(pb, 1), nbins)] += n * step
             if lb is not None:
-                self.latency[int(lb)] += n
+                self.latency[int(lb)] += n * step
 
     def count(self, topics: Iterable[str], state: str) -> int:
         return sum(self.states.get(t, Counter())[state] for t in topics)
@@ -207,11 +213,16 @@ class _Run:
     def run(self, dbs: Sequence[ConsumerDatabase], started: float) -> Report:
         self.win, self.lo, self.hi, self.t0 = _window(self.producer, self.schema, self.o)
         self.t1 = max(self.win.now.timestamp() + 1, self.t0 + 1)
+        self.step = max(1, -(-(self.hi - self.lo + 1) // CHART_SAMPLE))
         groups = _groups(dbs, self.o.groups)
-        self._scan(groups)
-        for cells in self.results.get(("outbox", None), []):
-            self.outbox.fold(cells, self.o.bins)
-        compared = {g: self._compare(g, topics) for g, (_db, topics) in groups.items()}
+        with ThreadPoolExecutor(max_workers=self.o.jobs, thread_name_prefix="reconcile") as pool:
+            self._gather(pool, "digests", self._digest_tasks(groups))
+            for cells in self.results.get(("outbox", None), []):
+                self.outbox.fold(cells)
+            for cells in self.results.get(("chart", None), []):
+                self.outbox.fold_chart(cells, self.o.bins, self.step)
+            compared = {g: self._compare(g, topics) for g, (_db, topics) in groups.items()}
+            self._gather(pool, "listing", self._listing_tasks(groups, compared))
         self.progress.start("drill-down", sum(len(c[2]) for c in compared.values()))
         reports = tuple(self._group(g, db, topics, compared[g]) for g, (db, topics) in groups.items())
         report = self._report(groups, reports, started)
@@ -219,31 +230,45 @@ class _Run:
             checkpoint.record(self.producer, self.schema, report, signing.content_hash(report.to_dict()))
         return report
 
-    def _scan(self, groups: Groups) -> None:
-        o, lo, hi, win = self.o, self.lo, self.hi, self.win
-        scan = {"bits": o.bucket_bits, "algo": o.algorithm}
-        futs: dict[Future[Any], tuple[str, str | None]] = {}
-        with ThreadPoolExecutor(max_workers=o.jobs, thread_name_prefix="reconcile") as pool:
-            def submit(tag: str, group: str | None, engine: sa.Engine, fn: Callable[..., Any], *a: Any,
-                       **kw: Any) -> None:
-                futs[pool.submit(_on, engine, fn, *a, **kw)] = (tag, group)
+    def _gather(self, pool: ThreadPoolExecutor, label: str, tasks: list[Task]) -> None:
+        futs = {pool.submit(_on, engine, fn, *a, **kw): tag for tag, engine, fn, a, kw in tasks}
+        self.progress.start(label, len(futs))
+        for f in as_completed(futs):
+            self.results.setdefault(futs[f], []).append(f.result())
+            self.progress.advance()
 
-            for a, z in _chunks(lo, hi, o.jobs):
-                submit("outbox", None, self.producer, store.outbox_cells, self.schema, a, z, cutoff=win.cutoff,
-                       stuck_before=win.stuck_before, t0=self.t0, t1=self.t1, nbins=o.bins, **scan)
-            for g, (db, _t) in groups.items():
-                for a, z in _chunks(lo, hi, o.jobs):
-                    submit("acks", g, db.engine, store.ack_cells, db.schema, g, a, z, **scan)
-                submit("order", g, db.engine, store.out_of_order, db.schema, g, lo, hi, cap=o.cap)
-                submit("copies", g, db.engine, store.copies, db.schema, g, lo, hi, cap=o.cap)
-                submit("dead", g, db.engine, store.consumer_dead, db.schema, g, lo, hi, cap=o.cap)
-            submit("stuck", None, self.producer, store.stuck, self.schema, lo, hi, stuck_before=win.stuck_before,
-                   cap=o.cap)
-            submit("relay_dead", None, self.producer, store.relay_dead, self.schema, lo, hi, cap=o.cap)
-            self.progress.start("digests", len(futs))
-            for f in as_completed(futs):
-                self.results.setdefault(futs[f], []).append(f.result())
-                self.progress.advance()
+    def _digest_tasks(self, groups: Groups) -> list[Task]:
+        """The single-pass scans: outbox and acks in id chunks, the order check, copies, sampled charts."""
+        o, lo, hi, win, sch = self.o, self.lo, self.hi, self.win, self.schema
+        scan = {"bits": o.bucket_bits, "algo": o.algorithm}
+        tasks: list[Task] = [(("outbox", None), self.producer, store.outbox_cells, (sch, a, z),
+                              {"cutoff": win.cutoff, "stuck_before": win.stuck_before, **scan})
+                             for a, z in _chunks(lo, hi, o.jobs)]
+        tasks.append((("chart", None), self.producer, store.outbox_chart, (sch, lo, hi),
+                      {"step": self.step, "t0": self.t0, "t1": self.t1, "nbins": o.bins}))
+        for g, (db, _t) in groups.items():
+            args = (db.schema, g, lo, hi)
+            tasks += [(("acks", g), db.engine, store.ack_cells, (db.schema, g, a, z), scan)
+                      for a, z in _chunks(lo, hi, o.jobs)]
+            tasks += [(("order", g), db.engine, store.out_of_order, args, {"cap": o.cap}),
+                      (("copies", g), db.engine, store.copies, args, {"cap": o.cap}),
+                      (("latency", g), db.engine, store.ack_chart, args, {"step": self.step})]
+        return tasks
+
+    def _listing_tasks(self, groups: Groups, compared: dict[str, Compared]) -> list[Task]:
+        """Named stuck and dead-lettered events: only queried when the scans counted some."""
+        o, lo, hi, sch = self.o, self.lo, self.hi, self.schema
+        everything = list(self.outbox.states)
+        tasks: list[Task] = []
+        if self.outbox.count(everything, "stuck"):
+            tasks.append((("stuck", None), self.producer, store.stuck, (sch, lo, hi),
+                          {"stuck_before": self.win.stuck_before, "cap": o.cap}))
+        if self.outbox.count(everything, "dead"):
+            tasks.append((("relay_dead", None), self.producer, store.relay_dead, (sch, lo, hi), {"cap": o.cap}))
+        for g, (db, _t) in groups.items():
+            if compared[g][3]:
+                tasks.append((("dead", g), db.engine, store.consumer_dead, (db.schema, g, lo, hi), {"cap": o.cap}))
+        return tasks
 
     def _compare(self, g: str, topics: tuple[str, ...]) -> Compared:
         """Expected vs acknowledged digests per bucket, the buckets that differ, dead letters, latency bins."""
@@ -256,13 +281,15 @@ class _Run:
         acks: dict[int, list[int]] = {}
         dead, lat = 0, Counter[int]()
         for cells in self.results.get(("acks", g), []):
-            for b, is_dead, lb, n, h in cells:
+            for b, is_dead, n, h in cells:
                 cur = acks.setdefault(int(b), [0, 0])
                 cur[0] += n
                 cur[1] ^= int(h or 0)
                 dead += n if is_dead else 0
+        for cells in self.results.get(("latency", g), []):
+            for lb, n in cells:
                 if lb is not None:
-                    lat[int(lb)] += n
+                    lat[int(lb)] += n * self.step
         e = {b: (v[0], v[1]) for b, v in expected.items()}
         a = {b: (v[0], v[1]) for b, v in acks.items()}
         return e, a, sorted(b for b in set(e) | set(a) if e.get(b) != a.get(b)), dead, lat
@@ -287,14 +314,14 @@ class _Run:
             tally.add(Kind.DUPLICATED, Finding.of(Kind.DUPLICATED, x, f"acknowledged from {x.ack_partition}@"
                                                   f"{x.ack_offset}, received again from {', '.join(x.other)}"), n=0)
         tally.counts[Kind.DUPLICATED] += copy_n
-        for x in r[("stuck", None)][0]:
+        for x in _one(r, ("stuck", None)):
             if x.topic in ts:
                 tally.add(Kind.STUCK, Finding.of(Kind.STUCK, x, _stuck_detail(x, self.win.now), id_attr="id"), n=0)
-        for x in r[("relay_dead", None)][0]:
+        for x in _one(r, ("relay_dead", None)):
             if x.topic in ts:
                 tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}",
                                                          id_attr="id"), n=0)
-        for x in r[("dead", g)][0]:
+        for x in _one(r, ("dead", g)):
             tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"handler failed {x.attempts}x: "
                                                      f"{x.error}"), n=0)
         exp_n = sum(n for n, _h in expected.values())
@@ -321,9 +348,9 @@ class _Run:
             c_sum, p_sum = c_sum + ob.created[i], p_sum + ob.published[i]
             backlog.append((datetime.fromtimestamp(self.t0 + i * width, UTC).isoformat(), c_sum, p_sum))
         findings = [Finding.of(Kind.STUCK, x, _stuck_detail(x, win.now), id_attr="id")
-                    for x in self.results[("stuck", None)][0]]
+                    for x in _one(self.results, ("stuck", None))]
         findings += [Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}", id_attr="id")
-                     for x in self.results[("relay_dead", None)][0]]
+                     for x in _one(self.results, ("relay_dead", None))]
         all_topics = list(ob.states)
         return Report(
             generated_at=datetime.now(UTC), producer_database=self.producer.url.render_as_string(hide_password=True),
@@ -331,9 +358,14 @@ class _Run:
             stuck=ob.count(all_topics, "stuck"), relay_dead_lettered=ob.count(all_topics, "dead"),
             in_flight=ob.count(all_topics, "inflight") + ob.count(all_topics, "pending"),
             outbox_findings=tuple(findings), backlog=tuple(backlog),
-            publish_latency_ms=tuple(sorted(ob.latency.items())),
+            publish_latency_ms=tuple(sorted(ob.latency.items())), chart_step=self.step,
             elapsed_s=time.monotonic() - started,
         )
+
+
+def _one(results: Results, tag: tuple[str, str | None]) -> list[Any]:
+    got = results.get(tag)
+    return list(got[0]) if got else []
 
 
 def _stuck_detail(r: Any, now: datetime) -> str:

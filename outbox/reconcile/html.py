@@ -135,6 +135,14 @@ def _window(d: dict[str, Any]) -> str:
             f"2<sup>{d['digest']['bucket_bits']}</sup> ids per bucket.")
 
 
+def _sampling(d: dict[str, Any]) -> str:
+    step = d["charts"].get("sample_step", 1)
+    if step <= 1:
+        return "<p>Charts use every event of the window.</p>"
+    return (f"<p>Charts use every {step:,}th outbox id of the window (counts scaled by {step:,}); the counts and "
+            "the verdict above are exact.</p>")
+
+
 def render_html(d: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     t = d["totals"]
@@ -154,7 +162,7 @@ in {d['elapsed_s']:.2f}s. {_window(d)}</p>
 <h2>Per consumer group</h2>{_group_rows(d)}
 <p>Outbox: {d['events']:,} events expected; {t['in_flight']:,} in flight; {t['stuck']:,} stuck;
 {t['relay_dead_lettered']:,} dead-lettered by the relay.</p>
-<h2>Charts</h2>{latency_svg(series)}<br>{backlog_svg(d['charts']['backlog'])}
+<h2>Charts</h2>{_sampling(d)}{latency_svg(series)}<br>{backlog_svg(d['charts']['backlog'])}
 <h2>Named events</h2>{_findings(d)}
 <h2>Checkpoints</h2>{_checkpoints(d)}
 <h2>Integrity</h2><p>Content SHA-256 <code>{escape(str(integ.get('content_sha256')))}</code>; {sig}.

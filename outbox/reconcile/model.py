@@ -140,6 +140,7 @@ class Report:
     backlog: tuple[tuple[str, int, int], ...]  # (bin end time, created so far, published so far)
     publish_latency_ms: tuple[tuple[int, int], ...]
     elapsed_s: float
+    chart_step: int = 1  # charts use every chart_step-th id of the window (counts scaled back)
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -159,7 +160,7 @@ class Report:
                                              "in_flight": self.in_flight},
             "groups": [g.to_dict() for g in self.groups],
             "outbox_findings": [f.to_dict() for f in self.outbox_findings],
-            "charts": {"backlog": [list(b) for b in self.backlog],
+            "charts": {"sample_step": self.chart_step, "backlog": [list(b) for b in self.backlog],
                        "publish_latency_ms": [[k, n] for k, n in self.publish_latency_ms]},
             "elapsed_s": round(self.elapsed_s, 3), "notes": list(self.notes),
         }

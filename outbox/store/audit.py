@@ -33,6 +33,7 @@ LAT_BIN = "floor(ln(greatest(1.0, date_part('epoch', {a} - {b}) * 1000.0)) / ln(
 STATE = ("CASE WHEN dead_at IS NOT NULL THEN 'dead' WHEN published_at IS NULL THEN "
          "(CASE WHEN created_at < :stuck_before THEN 'stuck' ELSE 'pending' END) "
          "WHEN published_at <= :cutoff THEN 'settled' ELSE 'inflight' END")
+SAMPLE = "generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint), CAST(:step AS bigint))"
 EXPECTED = "published_at <= :cutoff AND dead_at IS NULL AND topic = ANY(:topics)"
 
 
@@ -94,27 +95,43 @@ def has_acks(conn: sa.Connection, schema: str, group: str) -> bool:
 
 # --- level 0: the single-pass scans ---------------------------------------------------------------------------
 def outbox_cells(conn: sa.Connection, schema: str, lo: int, hi: int, *, bits: int, algo: str, cutoff: datetime,
-                 stuck_before: datetime, t0: float, t1: float, nbins: int) -> list[Any]:
-    """(topic, bucket, state, created bin, published bin, publish-latency bin, n, xor) over ids [lo, hi]."""
+                 stuck_before: datetime) -> list[Any]:
+    """(topic, bucket, state, n, xor) over ids [lo, hi]: the digests and the state counts in one pass."""
     h = HASHES[algo].format(i="id")
-    sql = (f"SELECT topic, id >> {bits} AS b, {STATE} AS state, "
-           f"width_bucket(date_part('epoch', created_at), :t0, :t1, {nbins}) AS cb, "
-           f"width_bucket(date_part('epoch', published_at), :t0, :t1, {nbins}) AS pb, "
-           f"{LAT_BIN.format(a='published_at', b='created_at')} AS lb, count(*) AS n, bit_xor({h}) AS h "
-           f"FROM {_q(schema, 'event')} WHERE id BETWEEN :lo AND :hi GROUP BY 1, 2, 3, 4, 5, 6")
-    return _rows(conn, "digesting outbox events", sql, lo=lo, hi=hi, cutoff=cutoff, stuck_before=stuck_before,
-                 t0=t0, t1=t1)
+    sql = (f"SELECT topic, id >> {bits} AS b, {STATE} AS state, count(*) AS n, bit_xor({h}) AS h "
+           f"FROM {_q(schema, 'event')} WHERE id BETWEEN :lo AND :hi GROUP BY 1, 2, 3")
+    return _rows(conn, "digesting outbox events", sql, lo=lo, hi=hi, cutoff=cutoff, stuck_before=stuck_before)
 
 
 def ack_cells(conn: sa.Connection, schema: str, group: str, lo: int, hi: int, *, bits: int, algo: str
               ) -> list[Any]:
-    """(bucket, dead-lettered?, delivery-latency bin, n, xor) of ``group``'s acknowledgements of ids [lo, hi]."""
+    """(bucket, dead-lettered?, n, xor) of ``group``'s acknowledgements of ids [lo, hi]."""
     h = HASHES[algo].format(i="outbox_id")
-    sql = (f"SELECT outbox_id >> {bits} AS b, outcome = 'dead_lettered' AS dead, "
-           f"{LAT_BIN.format(a='processed_at', b='event_time')} AS lb, count(*) AS n, bit_xor({h}) AS h "
+    sql = (f"SELECT outbox_id >> {bits} AS b, outcome = 'dead_lettered' AS dead, count(*) AS n, bit_xor({h}) AS h "
            f"FROM {_q(schema, 'inbox')} WHERE consumer_group = :g AND outbox_id BETWEEN :lo AND :hi "
-           "GROUP BY 1, 2, 3")
+           "GROUP BY 1, 2")
     return _rows(conn, f"digesting acknowledgements of {group!r}", sql, g=group, lo=lo, hi=hi)
+
+
+# Charts need distributions, not exact counts: every ``step``-th id of the window (an index lookup each), so
+# their cost is bounded whatever the window size. ``step`` is 1 for windows up to the sample size.
+def outbox_chart(conn: sa.Connection, schema: str, lo: int, hi: int, *, step: int, t0: float, t1: float,
+                 nbins: int) -> list[Any]:
+    """(created bin, published bin, publish-latency bin, n) of the sampled ids."""
+    sql = (f"SELECT width_bucket(date_part('epoch', e.created_at), :t0, :t1, {nbins}) AS cb, "
+           f"width_bucket(date_part('epoch', e.published_at), :t0, :t1, {nbins}) AS pb, "
+           f"{LAT_BIN.format(a='e.published_at', b='e.created_at')} AS lb, count(*) AS n "
+           f"FROM {SAMPLE} s(i) JOIN {_q(schema, 'event')} e ON e.id = s.i "
+           "WHERE e.dead_at IS NULL GROUP BY 1, 2, 3")
+    return _rows(conn, "sampling outbox timings", sql, lo=lo, hi=hi, step=step, t0=t0, t1=t1)
+
+
+def ack_chart(conn: sa.Connection, schema: str, group: str, lo: int, hi: int, *, step: int) -> list[Any]:
+    """(delivery-latency bin, n) of the group's acknowledgements of the sampled ids."""
+    sql = (f"SELECT {LAT_BIN.format(a='i.processed_at', b='i.event_time')} AS lb, count(*) AS n "
+           f"FROM {SAMPLE} s(x) JOIN {_q(schema, 'inbox')} i "
+           "ON i.consumer_group = :g AND i.outbox_id = s.x GROUP BY 1")
+    return _rows(conn, f"sampling delivery latency of {group!r}", sql, g=group, lo=lo, hi=hi, step=step)
 
 
 # --- level 1: sub-bucket digests and rows, only where buckets differ ------------------------------------------
@@ -167,11 +184,14 @@ def out_of_order(conn: sa.Connection, schema: str, group: str, lo: int, hi: int,
 
     Reads ``ix_inbox_group_key_order`` presorted, so no sort of the whole inbox is needed.
     """
-    sql = (f"SELECT count(*) OVER () AS total, * FROM (SELECT outbox_id, event_id, topic, key, key_seq, "
+    # Only columns of the index in the window (an index-only scan); event ids are fetched for the few listed.
+    sql = (f"SELECT w.total, w.outbox_id, w.topic, w.key, w.key_seq, w.after_seq, i.event_id FROM ("
+           "SELECT count(*) OVER () AS total, * FROM (SELECT id, outbox_id, topic, key, key_seq, "
            "max(key_seq) OVER (PARTITION BY topic, key ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND "
            "1 PRECEDING) AS after_seq "
            f"FROM {_q(schema, 'inbox')} WHERE consumer_group = :g AND key IS NOT NULL "
-           "AND outbox_id BETWEEN :lo AND :hi) w WHERE key_seq < after_seq ORDER BY outbox_id LIMIT :cap")
+           "AND outbox_id BETWEEN :lo AND :hi) v WHERE key_seq < after_seq ORDER BY outbox_id LIMIT :cap) w "
+           f"JOIN {_q(schema, 'inbox')} i ON i.id = w.id ORDER BY w.outbox_id")
     rows = _rows(conn, f"checking the ack order of {group!r}", sql, g=group, lo=lo, hi=hi, cap=cap)
     return (int(rows[0].total) if rows else 0), rows
 
