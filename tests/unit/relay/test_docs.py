@@ -1,0 +1,26 @@
+"""docs/relay.md documents every setting and every metric the relay has (so they cannot drift apart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relay.config import RelaySettings
+from relay.metrics import Metrics
+
+DOC = (Path(__file__).resolve().parents[3] / "docs" / "relay.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    s = RelaySettings.load(environ={"OUTBOX_DATABASE_URL": "postgresql://h/d", "KAFKA_BOOTSTRAP_SERVERS": "k:1"})
+    missing = [s.env_name(f) for f in RelaySettings.model_fields if f != "kafka_extra"
+               and f"`{s.env_name(f)}`" not in DOC]
+    assert not missing, f"undocumented settings: {missing}"
+
+
+def test_every_metric_is_documented() -> None:
+    names = set()
+    for metric in Metrics().registry.collect():
+        suffix = "_total" if metric.type == "counter" else ""
+        names.add(metric.name + suffix)
+    missing = sorted(n for n in names if f"`{n}`" not in DOC)
+    assert not missing, f"undocumented metrics: {missing}"
