@@ -35,6 +35,13 @@ class Tally:
         if finding is not None and len(self.named[kind]) < self.cap:
             self.named[kind].append(finding)
 
+    def merge(self, other: Tally) -> None:
+        for k in Kind:
+            self.counts[k] += other.counts[k]
+            self.named[k].extend(other.named[k][: self.room(k)])
+        self.acked_in_flight += other.acked_in_flight
+        self.pruned += other.pruned
+
     def room(self, kind: Kind) -> int:
         return self.cap - len(self.named[kind])
 
