@@ -118,8 +118,8 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         _log("verifying with Kafka's ConsoleConsumer (read_committed)")
         verdict = check(pg.dsn(), cluster.bootstrap, TOPICS)
         hanging = find_hanging(cluster.bootstrap, [n.node_id for n in cluster.nodes])
-        rec = subprocess.run([sys.executable, "-m", "relay.cli", "reconcile", "--format", "json",
-                              "--grace", "0s", "--database-url", url],
+        rec = subprocess.run([sys.executable, "-c", "from relay.cli import main; main()", "reconcile",
+                              "--format", "json", "--grace", "0", "--database-url", url],
                              capture_output=True, text=True, check=False)
         reconciler = {0: "proven", 1: "discrepancies"}.get(rec.returncode, f"could not run ({rec.returncode})")
         stats = work.writer_stats()
