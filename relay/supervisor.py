@@ -92,9 +92,8 @@ class Supervisor:
                 self.leases.forget(shard)
                 self.metrics.lease_events.labels("lost").inc()
                 log.warning("shard lost to another instance", extra={"shard": shard})
-            elif not self._stopping and shard in self.leases.held:
-                # Stopped without being asked (should not happen): give the shard back rather than sit on it.
-                self.leases.release([shard])
+            # Otherwise (stopped because the database was lost, or an unexpected exit) the shard stays in
+            # leases.held and _converge() restarts a worker for it once the lease is renewed again.
 
     def tick(self) -> float:
         """One lease round; returns the seconds until the next."""
@@ -119,8 +118,19 @@ class Supervisor:
                     continue
                 self._running.pop(shard, None)
             self._start(shard, epoch)
+        self._converge()
         self.metrics.leases_held.set(len(self.leases.held))
         return t.next_in_s
+
+    def _converge(self) -> None:
+        """Every renewed lease has a live worker. Without this, a worker that ended while the database was
+        down (its release failing) left a lease renewed forever by an instance publishing nothing for it."""
+        if self._stopping:
+            return
+        for shard, epoch in sorted(self.leases.held.items()):
+            if shard not in self._running and shard not in self._releasing:
+                log.warning("restarting the worker of a held shard", extra={"shard": shard, "epoch": epoch})
+                self._start(shard, epoch)
 
     def _stats_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.s.stats_interval_s):
