@@ -209,7 +209,13 @@ class RelayStore:
                .where(event.c.id == row_id, _PENDING))
         ins = insert(dead_letter).from_select(
             ["event_pk", "event_id", "topic", "key", "key_seq", "reason", "error_class", "attempts"], src,
-        ).on_conflict_do_nothing(index_elements=["event_pk"])
+        )
+        # A retried row that fails again reopens its dead letter: with DO NOTHING it would be dead but invisible
+        # to `outbox dlq list`, and later rows of its key would overtake it.
+        ins = ins.on_conflict_do_update(index_elements=["event_pk"], set_={
+            "reason": ins.excluded.reason, "error_class": ins.excluded.error_class,
+            "attempts": ins.excluded.attempts, "failed_at": sa.func.now(),
+            "resolved_at": None, "resolution": None, "resolved_by": None})
         with _db(f"dead-lettering row {row_id}"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             c.execute(ins)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import sqlalchemy as sa
 
 from outbox.schema import dead_letter
@@ -82,8 +81,6 @@ def test_discard_releases_the_key_and_keeps_the_row_dead(db: Db, cli: Cli) -> No
     assert dl.resolution == "discarded" and dl.resolved_by
 
 
-@pytest.mark.xfail(strict=True, reason="needs the reopening upsert in RelayStore.dead_letter (see docs/decisions/"
-                   "030-replay-and-dlq.md); strict: remove this marker once it is wired")
 def test_a_retried_row_that_fails_again_is_dead_lettered_again_and_holds_its_key(db: Db, cli: Cli) -> None:
     topic = f"t-{uid()}"
     evs = db.write(topic, ["k", "k", "k"])
