@@ -264,11 +264,17 @@ class KafkaCheckpointLog:
 
 def probe(settings: RelaySettings, timeout: float = 10.0) -> int:
     """Check that a broker answers; returns the number of brokers. Raises KafkaUnavailableError."""
-    admin = AdminClient(client_config(settings), logger=log)
+    errors: list[KafkaError] = []
+    conf: dict[str, Any] = {**client_config(settings), "error_cb": errors.append}
+    admin = AdminClient(conf, logger=log)
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0.5)
+        # A wrong password or CA surfaces only through error_cb; say that rather than "transport failure".
+        cause = next((e.str() for e in errors
+                      if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)), exc.args[0].str())
         raise KafkaUnavailableError(
-            f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s: {exc.args[0].str()}"
+            f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s: {cause}"
         ) from exc
     return len(md.brokers)
