@@ -228,21 +228,25 @@ class Inbox:
         copies = 0
         done: dict[Position, int] = {}
         acks: list[dict[str, Any]] = []
-        for i, rec in enumerate(records):
-            try:
-                outcome, copied, ev = self._handle(rec)
-            except OutboxError as exc:
-                # Infrastructure failed (not the handler): keep what committed, re-read the rest later.
-                self._commit(done, acks)
-                self.consumer.rewind(_first_offsets(records[i:]))
-                raise ConsumerError(
-                    f"group {self.group!r}: could not handle {rec.topic}[{rec.partition}]@{rec.offset}: {exc}"
-                ) from exc
-            counts[outcome] += 1
-            copies += copied
-            done[(rec.topic, rec.partition)] = rec.offset + 1
-            if self._acks is not None and not copied:
-                acks.append(self._ack_record(ev, outcome))
+        i = 0
+        try:
+            # One connection for the batch (no pool round trip per record); still one transaction per record.
+            with translate_errors("connecting to the inbox database"), self.engine.connect() as conn:
+                for i, rec in enumerate(records):  # noqa: B007 - i names the record that failed, below
+                    outcome, copied, ev = self._handle(conn, rec)
+                    counts[outcome] += 1
+                    copies += copied
+                    done[(rec.topic, rec.partition)] = rec.offset + 1
+                    if self._acks is not None and not copied:
+                        acks.append(self._ack_record(ev, outcome))
+        except OutboxError as exc:
+            # Infrastructure failed (not the handler): keep what committed, re-read the rest later.
+            self._commit(done, acks)
+            self.consumer.rewind(_first_offsets(records[i:]))
+            rec = records[i]
+            raise ConsumerError(
+                f"group {self.group!r}: could not handle {rec.topic}[{rec.partition}]@{rec.offset}: {exc}"
+            ) from exc
         self._commit(done, acks)
         result = BatchResult(
             received=len(records), processed=counts[Outcome.PROCESSED], duplicates=counts[Outcome.DUPLICATE],
@@ -269,7 +273,7 @@ class Inbox:
 
     # -- one record ------------------------------------------------------------------------------------------
 
-    def _handle(self, rec: KafkaRecord) -> tuple[Outcome, bool, ReceivedEvent]:
+    def _handle(self, conn: sa.Connection, rec: KafkaRecord) -> tuple[Outcome, bool, ReceivedEvent]:
         ev = ReceivedEvent.from_record(rec)
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts),
@@ -279,13 +283,13 @@ class Inbox:
         try:
             for attempt in retrying:
                 with attempt:
-                    outcome, copied = self._attempt(ev, attempt.retry_state.attempt_number)
+                    outcome, copied = self._attempt(conn, ev, attempt.retry_state.attempt_number)
                     return outcome, copied, ev
         except _HandlerFailed as failed:
             log.warning("inbox %s: handler failed %d times on event %s (%s[%d]@%d); dead-lettered: %r",
                         self.group, self.retry.attempts, ev.event_id, ev.topic, ev.partition, ev.offset,
                         failed.cause)
-            return (*self._dead_letter(ev, failed.cause), ev)
+            return (*self._dead_letter(conn, ev, failed.cause), ev)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     def _ack(self, ev: ReceivedEvent, outcome: str, attempts: int, error: str | None = None) -> store.Ack:
@@ -295,8 +299,8 @@ class Inbox:
             outcome=outcome, attempts=attempts, error=error,
         )
 
-    def _attempt(self, ev: ReceivedEvent, attempt: int) -> tuple[Outcome, bool]:
-        with translate_errors("handling an event"), self.engine.connect() as conn:
+    def _attempt(self, conn: sa.Connection, ev: ReceivedEvent, attempt: int) -> tuple[Outcome, bool]:
+        with translate_errors("handling an event"):
             txn = conn.begin()
             pk = store.acknowledge(conn, self._ack(ev, "processed", attempt), self.schema)
             if pk is None:
@@ -315,9 +319,9 @@ class Inbox:
                 raise _HandlerFailed(exc) from exc
         return Outcome.PROCESSED, False
 
-    def _dead_letter(self, ev: ReceivedEvent, cause: BaseException) -> tuple[Outcome, bool]:
+    def _dead_letter(self, conn: sa.Connection, ev: ReceivedEvent, cause: BaseException) -> tuple[Outcome, bool]:
         error = "".join(traceback.format_exception_only(type(cause), cause)).strip()
-        with translate_errors("dead-lettering an event"), self.engine.begin() as conn:
+        with translate_errors("dead-lettering an event"), conn.begin():
             pk = store.acknowledge(conn, self._ack(ev, "dead_lettered", self.retry.attempts, error), self.schema)
             if pk is None:  # another member of the group handled it meanwhile (rebalance)
                 return Outcome.DUPLICATE, self._duplicate(conn, ev)

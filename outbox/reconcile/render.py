@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -34,20 +35,19 @@ def percentile(hist: list[list[int]], q: float) -> str:
 
 
 def summary_table(d: dict[str, Any]) -> Table:
+    """One column per group, one row per measure: fits a narrow terminal whatever the number of measures."""
     t = Table(title="acknowledgements per consumer group", title_justify="left")
-    t.add_column("group")
-    t.add_column("topics")
-    for c in COLUMNS:
-        t.add_column(c.replace("_", " "), justify="right")
-    t.add_column("p50 / p99")
-    t.add_column("verdict")
+    t.add_column("")
     for g in d["groups"]:
-        cells = [f"[red]{g[c]:,}[/red]" if c in BAD and g[c] else f"{g[c]:,}" for c in COLUMNS]
-        lat = g["delivery_latency_ms"]
-        ok = g["verdict"] == "proven"
-        t.add_row(Text(g["group"]), Text(", ".join(g["topics"])), *cells,
-                  f"{percentile(lat, .5)} / {percentile(lat, .99)}",
-                  "[green]proven[/green]" if ok else "[red]discrepancies[/red]")
+        t.add_column(Text(g["group"]), justify="right")
+    t.add_row("topics", *(Text(", ".join(g["topics"])) for g in d["groups"]))
+    for c in COLUMNS:
+        t.add_row(c.replace("_", " "), *(f"[red]{g[c]:,}[/red]" if c in BAD and g[c] else f"{g[c]:,}"
+                                          for g in d["groups"]))
+    t.add_row("latency p50 / p99", *(f"{percentile(g['delivery_latency_ms'], .5)} / "
+                                     f"{percentile(g['delivery_latency_ms'], .99)}" for g in d["groups"]))
+    t.add_row("verdict", *("[green]proven[/green]" if g["verdict"] == "proven" else "[red]discrepancies[/red]"
+                           for g in d["groups"]))
     return t
 
 
@@ -67,7 +67,8 @@ def findings_table(d: dict[str, Any]) -> Table | None:
     return t
 
 
-def print_report(d: dict[str, Any], console: Console | None = None) -> None:
+def print_report(d: dict[str, Any], console: Console | None = None, before_verdict: Sequence[str] = ()) -> None:
+    """The summary and the named events; ``before_verdict`` lines go just above the verdict, which is last."""
     con = console or Console()
     w = d["window"]
     con.print(f"[bold]outbox reconcile[/bold]  producer {escape(d['producer_database'])}")
@@ -89,5 +90,7 @@ def print_report(d: dict[str, Any], console: Console | None = None) -> None:
                       f"({c['expected']:,} events, digest {c['digest']})")
     for n in d.get("notes", []):
         con.print(f"note: {escape(n)}")
+    for line in before_verdict:
+        con.print(Text(line), soft_wrap=True)
     style = "bold green" if d["verdict"] == "proven" else "bold red"
-    con.print(Text(d["verdict_line"], style=style))
+    con.print(Text(d["verdict_line"], style=style), soft_wrap=True)  # never wrapped: it is the last line

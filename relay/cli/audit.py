@@ -178,10 +178,9 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     if format is Format.JSON:
         sys.stdout.write(text + "\n")
     else:
-        rc.print_report(sealed, Console(highlight=False))
-        for what, path in (("JSON report", output), ("HTML report", html)):
-            if path is not None:
-                Console(highlight=False).print(f"{what}: {escape(str(path.resolve()))}")
+        written = [f"{what}: {path.resolve()}" for what, path in (("JSON report", output), ("HTML report", html))
+                   if path is not None]
+        rc.print_report(sealed, Console(highlight=False), before_verdict=written)
     raise typer.Exit(EXIT_OK if report.verdict is rc.Verdict.PROVEN else EXIT_FOUND)
 
 
