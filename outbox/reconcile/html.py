@@ -70,9 +70,9 @@ def backlog_svg(points: list[list[Any]]) -> str:
                + " ".join(f"{x:.1f},{y:.1f}" for x, y in xy) + '"/>')
     out.append(f'<text x="{PAD - 4}" y="40" font-size="10" text-anchor="end">{peak:,}</text>'
                f'<text x="{PAD - 4}" y="{H - PAD}" font-size="10" text-anchor="end">0</text>')
-    for i in (0, len(points) // 2, len(points) - 1):
+    for i, anchor in ((0, "start"), (len(points) // 2, "middle"), (len(points) - 1, "end")):
         t = datetime.fromisoformat(points[i][0]).strftime("%H:%M:%S")
-        out.append(f'<text x="{xy[i][0]:.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="middle">{t}</text>')
+        out.append(f'<text x="{xy[i][0]:.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="{anchor}">{t}</text>')
     out.append(f'<text x="{W / 2}" y="{H - 12}" font-size="11" text-anchor="middle">time (UTC)</text>')
     return "".join([*out, "</svg>"])
 

@@ -180,3 +180,20 @@ def test_producer_and_consumer_in_different_databases(
     ib.close()
     assert len(inbox_rows(consumer_engine, "analytics")) == 8 and effects(consumer_engine) == 8
     assert inbox_rows(producer_engine, "analytics") == [], "acknowledgements live in the consumer's database"
+
+
+def test_acknowledgements_can_be_published_to_an_ack_topic(
+        producer_engine: sa.Engine, consumer_engine: sa.Engine, bootstrap: str, topic: str) -> None:
+    from outbox.kafka_consumer import iter_acks
+    from tests.conftest import create_topic
+
+    acks_topic = f"{topic}-acks"
+    create_topic(bootstrap, acks_topic, partitions=1)
+    stored = write_orders(producer_engine, topic, 6)
+    publish_pending(producer_engine, bootstrap)
+    ib = Inbox(consumer_engine, "billing", [topic], lambda c, e: None, bootstrap=bootstrap, ack_topic=acks_topic)
+    drain(ib, received(6))
+    ib.close()
+    acks = [a for batch in iter_acks(bootstrap, acks_topic) for a in batch]
+    assert sorted(a["outbox_id"] for a in acks) == sorted(s.id for s in stored)
+    assert {a["consumer_group"] for a in acks} == {"billing"} and {a["outcome"] for a in acks} == {"processed"}

@@ -165,3 +165,21 @@ def test_no_subscriptions_means_it_could_not_run(producer_engine: sa.Engine) -> 
     with pytest.raises(ReconcileError, match="no consumer group has registered a subscription"):
         reconcile(producer_engine)
     _ = uuid.uuid4()
+
+
+def test_a_time_window_becomes_the_id_range_that_covers_it(scenario: Scenario) -> None:
+    from datetime import UTC, datetime
+
+    with scenario.producer.begin() as c:
+        ids = list(c.execute(sa.select(event.c.id).order_by(event.c.id)).scalars())
+        c.execute(sa.update(event).where(event.c.id <= ids[29])
+                  .values(created_at=event.c.created_at - timedelta(hours=2)))
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    recent = scenario.reconcile(since=hour_ago)
+    old = scenario.reconcile(until=hour_ago)
+    assert (recent.window.id_lo, recent.window.id_hi) == (ids[30], ids[-1])
+    assert (old.window.id_lo, old.window.id_hi) == (ids[0], ids[29])
+    for r in (recent, old):
+        assert r.verdict is Verdict.PROVEN and counts(r, "billing") == {**CLEAN, "expected": 30, "acknowledged": 30}
+    empty = scenario.reconcile(since=datetime.now(UTC) + timedelta(hours=1))
+    assert empty.events == 0 and empty.window.id_lo is None
