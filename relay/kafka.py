@@ -207,6 +207,9 @@ class KafkaCheckpointLog:
         try:
             return int(lo[tp].result().offset), int(futs[tp].result().offset)
         except KafkaException as exc:
+            # After every broker restarted, this client's cached leader epochs can stay stale for good
+            # (FENCED_LEADER_EPOCH on every retry, seen in the chaos suite): retry with a fresh client.
+            self._admin = AdminClient(client_config(self._settings), logger=log)
             raise translate(exc.args[0], "listing checkpoint offsets") from exc
 
     def read_last(self, shard: int) -> bytes | None:
