@@ -69,6 +69,11 @@ def _exec(dsn: str, *sql: str) -> None:
             c.execute(q.encode())
 
 
+def keys_for(n: int) -> int:
+    """100,000 keys at 10M events (100 events per key); fewer for small runs, so every key has neighbours."""
+    return max(10, min(KEYS, n // 100))
+
+
 def generate(server_dsn: str, db_dsn: str, url: str, n: int) -> float:
     from alembic import command
 
@@ -77,7 +82,7 @@ def generate(server_dsn: str, db_dsn: str, url: str, n: int) -> float:
     t = time.monotonic()
     _exec(server_dsn, f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)', f'CREATE DATABASE "{DB}"')
     command.upgrade(alembic_config(url), "heads")
-    fmt = {"n": n, "keys": KEYS, "span": 7000}
+    fmt = {"n": n, "keys": keys_for(n), "span": 7000}
     with psycopg.connect(db_dsn, autocommit=True) as c:
         c.execute(b"SET maintenance_work_mem = '512MB'")
         c.execute(b"SET synchronous_commit = off")
@@ -97,11 +102,11 @@ def generate(server_dsn: str, db_dsn: str, url: str, n: int) -> float:
 
 def plant(db_dsn: str, n: int, seed: int = 5) -> dict[str, set[int]]:
     """100 discrepancies at distinct random ids; returns the outbox ids planted per kind."""
-    rnd = random.Random(seed)
+    rnd, keys = random.Random(seed), keys_for(n)
     ids: list[int] = []
     while len(ids) < 100:  # away from the edges (each key has a next seq), and no two plants touching
-        c = rnd.randrange(KEYS + 1, n - KEYS)
-        if all(abs(c - x) not in (0, KEYS) for x in ids):
+        c = rnd.randrange(keys + 1, n - keys)
+        if all(abs(c - x) not in (0, keys) for x in ids):
             ids.append(c)
     kinds = {"missing": ids[:40], "duplicated": ids[40:60], "out_of_order": ids[60:80], "stuck": ids[80:90],
              "unexpected": ids[90:]}
@@ -117,8 +122,8 @@ def plant(db_dsn: str, n: int, seed: int = 5) -> dict[str, set[int]]:
         for oid in kinds["out_of_order"]:
             # the next event of the same key was acknowledged first: swap the two acknowledgements' ids
             c.execute(b"UPDATE outbox.inbox SET id = CASE WHEN outbox_id = %(a)s THEN -%(b)s ELSE -%(a)s END "
-                      b"WHERE outbox_id IN (%(a)s, %(b)s)", {"a": oid, "b": oid + KEYS})
-            c.execute(b"UPDATE outbox.inbox SET id = -id WHERE id IN (-%(a)s, -%(b)s)", {"a": oid, "b": oid + KEYS})
+                      b"WHERE outbox_id IN (%(a)s, %(b)s)", {"a": oid, "b": oid + keys})
+            c.execute(b"UPDATE outbox.inbox SET id = -id WHERE id IN (-%(a)s, -%(b)s)", {"a": oid, "b": oid + keys})
         c.execute(b"UPDATE outbox.event SET published_at = NULL, kafka_partition = NULL, kafka_offset = NULL "
                   b"WHERE id = ANY(%s)", (kinds["stuck"],))
         c.execute(b"DELETE FROM outbox.event WHERE id = ANY(%s)", (kinds["unexpected"],))

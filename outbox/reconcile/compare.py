@@ -209,6 +209,7 @@ class _Run:
         self.producer, self.schema, self.o, self.progress = producer, schema, o, progress
         self.results: Results = {}
         self.outbox = _Outbox()
+        self.notes: list[str] = []
 
     def run(self, dbs: Sequence[ConsumerDatabase], started: float) -> Report:
         self.win, self.lo, self.hi, self.t0 = _window(self.producer, self.schema, self.o)
@@ -330,6 +331,9 @@ class _Run:
             tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"handler failed {x.attempts}x: "
                                                      f"{x.error}"), n=0)
         exp_n = sum(n for n, _h in expected.values())
+        if exp_n and not any(n for n, _h in acks.values()):
+            self.notes.append(f"group {g!r} has no acknowledgement at all in {db.label}: if its inbox lives in "
+                              "another database, pass that database with --inbox-database-url")
         missing = tally.counts[Kind.MISSING]
         rep = GroupReport(
             group=g, database=db.label, topics=topics, expected=exp_n, acknowledged=exp_n - missing, missing=missing,
@@ -363,7 +367,7 @@ class _Run:
             stuck=ob.count(all_topics, "stuck"), relay_dead_lettered=ob.count(all_topics, "dead"),
             in_flight=ob.count(all_topics, "inflight") + ob.count(all_topics, "pending"),
             outbox_findings=tuple(findings), backlog=tuple(backlog),
-            publish_latency_ms=tuple(sorted(ob.latency.items())), chart_step=self.step,
+            publish_latency_ms=tuple(sorted(ob.latency.items())), chart_step=self.step, notes=tuple(self.notes),
             elapsed_s=time.monotonic() - started,
         )
 

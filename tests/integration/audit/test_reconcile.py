@@ -4,14 +4,13 @@ producer's."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 import outbox
-from outbox.reconcile import Kind, Report, Verdict, reconcile
+from outbox.reconcile import Kind, Options, Report, Verdict, reconcile
 from outbox.schema import event, inbox
 from tests.integration.audit.conftest import Scenario
 from tests.integration.audit.helpers import publish_pending, send
@@ -164,7 +163,13 @@ def test_no_subscriptions_means_it_could_not_run(producer_engine: sa.Engine) -> 
 
     with pytest.raises(ReconcileError, match="no consumer group has registered a subscription"):
         reconcile(producer_engine)
-    _ = uuid.uuid4()
+
+
+def test_a_group_without_any_acknowledgement_gets_a_hint(scenario: Scenario) -> None:
+    scenario.reconcile(checkpoint=True)  # mirrors billing's subscription into the producer database
+    r = reconcile(scenario.producer, options=Options(grace=timedelta(0)))  # ... where billing has no inbox rows
+    assert counts(r, "billing")["missing"] == 60
+    assert any("'billing' has no acknowledgement at all" in n and "--inbox-database-url" in n for n in r.notes)
 
 
 def test_a_time_window_becomes_the_id_range_that_covers_it(scenario: Scenario) -> None:
