@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer as _Consumer
@@ -174,6 +176,7 @@ class KafkaCheckpointLog:
         self._topic = settings.checkpoint_topic
         self._partitions = 0
         self._admin = AdminClient(client_config(settings), logger=log)
+        self._admin_lock = threading.Lock()
 
     def ensure(self, shards: int) -> int:
         md = _call("reading metadata", self._admin.list_topics, None, self._settings.kafka_timeout_s)
@@ -202,15 +205,26 @@ class KafkaCheckpointLog:
         t = self._settings.kafka_timeout_s
         latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
         earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-        futs = self._admin.list_offsets({tp: latest}, isolation_level=iso, request_timeout=t)
-        lo = self._admin.list_offsets({tp: earliest}, request_timeout=t)
+        admin = self._admin  # held for this call: the futures below die with their client
+        futs = admin.list_offsets({tp: latest}, isolation_level=iso, request_timeout=t)
+        lo = admin.list_offsets({tp: earliest}, request_timeout=t)
         try:
-            return int(lo[tp].result().offset), int(futs[tp].result().offset)
+            # Never wait unbounded: a future of a client that lost its brokers may never resolve.
+            return int(lo[tp].result(timeout=t + 5).offset), int(futs[tp].result(timeout=t + 5).offset)
+        except FutureTimeout as exc:
+            self._refresh_admin(admin)
+            raise KafkaUnavailableError(f"listing checkpoint offsets of {tp.topic}[{tp.partition}]: "
+                                        f"no answer within {t + 5:.0f}s") from exc
         except KafkaException as exc:
             # After every broker restarted, this client's cached leader epochs can stay stale for good
             # (FENCED_LEADER_EPOCH on every retry, seen in the chaos suite): retry with a fresh client.
-            self._admin = AdminClient(client_config(self._settings), logger=log)
+            self._refresh_admin(admin)
             raise translate(exc.args[0], "listing checkpoint offsets") from exc
+
+    def _refresh_admin(self, failed: AdminClient) -> None:
+        with self._admin_lock:
+            if self._admin is failed:  # several shard threads may fail at once: replace it only once
+                self._admin = AdminClient(client_config(self._settings), logger=log)
 
     def read_last(self, shard: int) -> bytes | None:
         """Read backwards from the end in growing windows, never the whole topic.
