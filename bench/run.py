@@ -30,6 +30,9 @@ def main() -> int:
             failed.append(name)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(json.dumps({k: v["result"] for k, v in summary.items()}, indent=2, default=str))  # type: ignore[index]
+    from bench import readme
+
+    readme.main()
     if failed:
         print(f"benchmarks failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
