@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "planted_peak_rss_mb": round(rss, 1), "generate_seconds": round(gen_s, 1),
         "goal": {"seconds": 30, "peak_rss_mb": 300},
         "pass": clean_rc == 0 and planted_rc == 1 and sum(hits.values()) == 100 and clean_s <= 30 and rss <= 300,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
         "notes": "wall seconds of `outbox reconcile` as a subprocess (includes interpreter start-up); "
                  "peak RSS is the reconciler process's ru_maxrss",
     }
