@@ -48,7 +48,7 @@ class Verdict:
                 "examples": {k: v[:10] for k, v in self.examples.items()}}
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_ms: int = 30000) -> list[Seen]:
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_ms: int = 10000) -> list[Seen]:
     """Every record of ``topic`` as Kafka's ConsoleConsumer sees it under read_committed, from the beginning."""
     res = kafka_tool(
         "org.apache.kafka.tools.consumer.ConsoleConsumer", "--bootstrap-server", bootstrap, "--topic", topic,
