@@ -69,6 +69,26 @@ def _await(cond: object, timeout: float, what: str, work: Workload) -> None:
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _await_acks(dsn: str, total: int, work: Workload, timeout: float = 600, settle: float = 45) -> None:
+    """Until every group acknowledged ``total`` events, or the counts stop moving for ``settle`` seconds: a lost
+    event is never acknowledged, and the checks below must get to name it rather than time out here."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    moved = time.monotonic()
+    while time.monotonic() < deadline:
+        work.revive()
+        now = _acked(dsn)
+        if all(now.get(g, 0) >= total for g in GROUPS):
+            return
+        if now != last:
+            last, moved = now, time.monotonic()
+        elif time.monotonic() - moved > settle:
+            _log(f"acknowledgements settled below {total}: {now}")
+            return
+        time.sleep(1)
+    raise TimeoutError(f"consumers still acknowledging after {timeout:.0f}s: {last} of {total}")
+
+
 def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
     started = time.monotonic()
     home.mkdir(parents=True, exist_ok=True)
@@ -112,8 +132,7 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         with psycopg.connect(pg.dsn()) as c:
             row = c.execute("SELECT count(*) FROM outbox.event WHERE dead_at IS NULL").fetchone()
             total = int(row[0]) if row else 0
-        _await(lambda: all(_acked(pg.dsn()).get(g, 0) >= total for g in GROUPS), 600,
-               "the consumers to acknowledge every event", work)
+        _await_acks(pg.dsn(), total, work)
         work.stop_all()
         _log("verifying with Kafka's ConsoleConsumer (read_committed)")
         verdict = check(pg.dsn(), cluster.bootstrap, TOPICS)
