@@ -32,6 +32,20 @@ def key_for(shard: int) -> bytes:
     return str(shard).encode()
 
 
+def opening_key_for(shard: int) -> bytes:
+    """Key of the small record each transaction starts with on the checkpoint partition.
+
+    Producing it first makes librdkafka add the checkpoint partition to the transaction together with the
+    event partitions (one AddPartitionsToTxn, one transaction-log write), instead of in a separate round trip
+    after the flush. Recovery reads only the exact key :func:`key_for`, so it never mistakes one for a checkpoint.
+    """
+    return f"{shard}.open".encode()
+
+
+def opening(shard: int, epoch: int) -> bytes:
+    return json.dumps({"v": VERSION, "open": True, "shard": shard, "epoch": epoch}, separators=(",", ":")).encode()
+
+
 def encode(shard: int, epoch: int, owner: str, marks: Sequence[Mark]) -> bytes:
     rows = [[m.id, m.partition, m.offset] for m in marks]
     doc = {"v": VERSION, "shard": shard, "epoch": epoch, "owner": owner, "rows": rows}

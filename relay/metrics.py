@@ -16,6 +16,10 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.commit_seconds = Histogram("outbox_relay_commit_seconds", "Kafka commit_transaction, seconds",
                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.phase_seconds = Histogram("outbox_relay_phase_seconds",
+                                       "Time per batch phase: claim (DB read), flush (events acknowledged), "
+                                       "commit (checkpoint + commit_transaction), mark (DB update)", ["phase"],
+                                       buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_rows = Histogram("outbox_relay_batch_rows", "Rows per published batch",
                                     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000), registry=r)
         self.retries = Counter("outbox_relay_retries", "Transient failures retried with backoff", ["kind"],

@@ -35,7 +35,8 @@ class Published:
     marks: tuple[Mark, ...] = ()  # committed rows with their partition/offset
     refused: dict[int, str] = field(default_factory=dict)  # row id → reason, attributable (attempt counts)
     suspects: dict[int, str] = field(default_factory=dict)  # row id → reason, refused with others (aborted)
-    commit_s: float = 0.0
+    flush_s: float = 0.0  # from the last record queued to every delivery known
+    commit_s: float = 0.0  # checkpoint + commit_transaction
 
 
 def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, epoch: int, owner: str,
@@ -48,6 +49,9 @@ def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, e
     Raises PublishError for transient/fencing failures; the transport must then be replaced (its transaction
     state is unknown)."""
     try:
+        transport.begin()
+        transport.send_checkpoint(checkpoint_partition, checkpoint.opening_key_for(shard),
+                                  checkpoint.opening(shard, epoch))
         refused, n_sent = _send_all(transport, rows, faults)
     finally:
         if sent is not None:
@@ -60,7 +64,6 @@ def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, e
 
 
 def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults) -> tuple[dict[int, str], int]:
-    transport.begin()
     refused: dict[int, str] = {}
     blocked: set[tuple[str, bytes]] = set()
     sent = 0
@@ -89,7 +92,9 @@ def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults) -> t
 
 def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch: int, owner: str,
             checkpoint_partition: int, clock: Callable[[], float]) -> Published:
+    t0 = clock()
     deliveries = transport.flush()
+    flushed = clock()
     errors = {d.ref: d.error for d in deliveries if d.error is not None}
     if errors:
         for e in errors.values():
@@ -103,9 +108,8 @@ def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch:
     marks = tuple(Mark(d.ref, d.partition, d.offset) for d in deliveries)
     transport.send_checkpoint(checkpoint_partition, checkpoint.key_for(shard),
                               checkpoint.encode(shard, epoch, owner, marks))
-    t0 = clock()
     transport.commit()
-    return Published(marks=marks, refused=refused, commit_s=clock() - t0)
+    return Published(marks=marks, refused=refused, flush_s=flushed - t0, commit_s=clock() - flushed)
 
 
 def isolate(rows: Sequence[PendingRow], suspects: set[int]) -> list[PendingRow]:

@@ -131,6 +131,7 @@ class ShardWorker:
 
         try:
             rows = self._store.claim(self.shard, self.s.batch_size)
+            claimed_at = self._clock()
             if not rows:
                 self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
                 return Result()
@@ -157,8 +158,14 @@ class ShardWorker:
             release()
         if out.marks:
             self._metrics.commit_seconds.observe(out.commit_s)
+            phases = self._metrics.phase_seconds
+            phases.labels("claim").observe(claimed_at - started)
+            phases.labels("flush").observe(out.flush_s)
+            phases.labels("commit").observe(out.commit_s)
             self._faults.at(KillPoint.AFTER_COMMIT)
+            t_mark = self._clock()
             self._mark(out.marks)
+            phases.labels("mark").observe(self._clock() - t_mark)
             self._metrics.batch_rows.observe(len(out.marks))
             self._metrics.batch_seconds.observe(self._clock() - started)
         dead = self._handle_failures(batch_len, out)

@@ -149,6 +149,7 @@ class RelayStore:
     def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:
         tm = translate_map(schema)
         self._engine = engine.execution_options(schema_translate_map=tm) if tm else engine
+        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def engine(self) -> sa.Engine:
@@ -159,9 +160,9 @@ class RelayStore:
         """The shard's next pending rows in id order (= per-key commit order), skipping held keys."""
         q = (sa.select(*_CLAIM_COLUMNS).where(event.c.shard == shard, _PENDING, ~_HELD)
              .order_by(event.c.id).limit(limit))
-        with _db(f"claiming shard {shard}"), self._engine.connect() as c:
+        # Autocommit: one round trip (no BEGIN/ROLLBACK) for a single read that needs no transaction.
+        with _db(f"claiming shard {shard}"), self._autocommit.connect() as c:
             rows = c.execute(q).all()
-            c.rollback()
         return [PendingRow(*r) for r in rows]  # type: ignore[call-arg]
 
     def mark_published(self, shard: int, owner: str, epoch: int, marks: Sequence[Mark],
@@ -178,14 +179,18 @@ class RelayStore:
             sa.bindparam("ps", [m.partition for m in marks], type_=ARRAY(sa.Integer)),
             sa.bindparam("os", [m.offset for m in marks], type_=ARRAY(sa.BigInteger)),
         ).table_valued("id", "p", "o").render_derived(name="v", with_types=False)
-        upd = (event.update().where(event.c.id == v.c.id, event.c.published_at.is_(None))
+        # The lease guard rides in the UPDATE itself (one round trip); only when fewer rows changed than asked
+        # (already marked by a previous owner's recovery, or the guard failed) is the lease checked apart.
+        upd = (event.update().where(event.c.id == v.c.id, event.c.published_at.is_(None),
+                                    _owns(shard, owner, epoch))
                .values(published_at=sa.func.now(), kafka_partition=v.c.p, kafka_offset=v.c.o, relay_epoch=epoch))
         with _db(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
-            self._guard(c, shard, owner, epoch)
-            n = c.execute(upd).rowcount
+            n = int(c.execute(upd).rowcount)
+            if n < len(marks):
+                self._guard(c, shard, owner, epoch)
             if before_commit is not None:
                 before_commit()
-        return int(n)
+        return n
 
     def record_failures(self, shard: int, owner: str, epoch: int, errors: Mapping[int, str]) -> dict[int, int]:
         """attempts += 1 and last_error for each failed row id; returns the new attempt counts."""
@@ -343,6 +348,11 @@ class RelayStore:
     def status(self) -> Status:
         return Status(tuple(self.backlog()), tuple(self.leases()), tuple(self.instances()),
                       self.dead_letters_open(), tuple(self.held_keys()))
+
+
+def _owns(shard: int, owner: str, epoch: int) -> sa.ColumnElement[bool]:
+    return sa.exists().where(relay_lease.c.shard == shard, relay_lease.c.owner == owner,
+                             relay_lease.c.epoch == epoch)
 
 
 def _seconds(s: float) -> sa.ColumnElement[Any]:

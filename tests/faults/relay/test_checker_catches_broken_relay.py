@@ -22,6 +22,6 @@ def test_mark_before_commit_loses_events_and_verification_says_so(  # noqa: PLR0
     assert again.stop(30) == 0
     v = verify(fresh_db, bootstrap, [topic])
     assert not v.clean and v.lost, "the independent verification must catch events marked but never committed"
-    # Every shard thread marked its in-flight batch before committing it, so several batches are gone; the
-    # per-key gap check sees the holes too.
-    assert v.order_violations and not v.duplicates and v.unpublished == 0, str(v)
+    # Several shards had a batch marked but not committed when the process died: the table says "published",
+    # Kafka never got them. (The per-key gap check also fires when a later row of such a key got through.)
+    assert not v.duplicates and v.unpublished == 0 and v.lost, str(v)

@@ -23,7 +23,7 @@ class FakeKafka:
     """The broker: committed transactions, and what to refuse."""
 
     committed: list[list[OutRecord]] = field(default_factory=list)
-    checkpoints: dict[int, list[bytes]] = field(default_factory=dict)
+    checkpoints: dict[bytes, list[bytes]] = field(default_factory=dict)  # key → committed values, in order
     sync_refuse: set[int] = field(default_factory=set)  # refs refused by the client at send()
     broker_refuse: set[int] = field(default_factory=set)  # refs whose whole record batch the broker refuses
     fail_commit: list[PublishError] = field(default_factory=list)  # raised by the next commits, in order
@@ -40,7 +40,7 @@ class FakeTransport:
         self.k = kafka
         self.tid = tid
         self.open: list[OutRecord] | None = None
-        self.cp: list[tuple[int, bytes]] = []
+        self.cp: list[tuple[bytes, bytes]] = []
         self.my_epoch = -1
         self.closed = False
 
@@ -76,7 +76,7 @@ class FakeTransport:
         return out
 
     def send_checkpoint(self, partition: int, key: bytes, value: bytes) -> None:
-        self.cp.append((int(key), value))
+        self.cp.append((key, value))
 
     def commit(self) -> None:
         self._fenced()
@@ -94,8 +94,8 @@ class FakeTransport:
     def _do_commit(self) -> None:
         assert self.open is not None
         self.k.committed.append(self.open)
-        for shard, v in self.cp:
-            self.k.checkpoints.setdefault(shard, []).append(v)
+        for key, v in self.cp:
+            self.k.checkpoints.setdefault(key, []).append(v)
         self.open = None
 
     def abort(self) -> None:
@@ -117,5 +117,5 @@ class FakeCheckpointLog:
         return shard
 
     def read_last(self, shard: int) -> bytes | None:
-        got = self.k.checkpoints.get(shard)
+        got = self.k.checkpoints.get(str(shard).encode())  # the exact key, like the real reader
         return got[-1] if got else None

@@ -23,7 +23,8 @@ def test_whole_batch_commits_with_a_checkpoint_of_every_row_and_offset() -> None
     out = _publish(k, [row(1, "a"), row(2, "b"), row(3, "a")])
     assert [m.id for m in out.marks] == [1, 2, 3] and not out.refused and not out.suspects
     assert k.published() == [1, 2, 3]
-    cp = checkpoint.decode(k.checkpoints[3][-1])
+    cp = checkpoint.decode(k.checkpoints[b"3"][-1])
+    assert b"3.open" in k.checkpoints, "the checkpoint partition joins the transaction up front"
     assert (cp.shard, cp.epoch, cp.owner) == (3, 7, "me")
     assert [(m.id, m.partition, m.offset) for m in cp.marks] == [(1, 0, 0), (2, 0, 1), (3, 0, 2)]
 
