@@ -30,7 +30,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -237,7 +237,7 @@ class Inbox:
                     counts[outcome] += 1
                     copies += copied
                     done[(rec.topic, rec.partition)] = rec.offset + 1
-                    if self._acks is not None and not copied:
+                    if self._acks is not None:
                         acks.append(self._ack_record(ev, outcome))
         except OutboxError as exc:
             # Infrastructure failed (not the handler): keep what committed, re-read the rest later.
@@ -266,9 +266,13 @@ class Inbox:
             self.consumer.commit(done)
 
     def _ack_record(self, ev: ReceivedEvent, outcome: Outcome) -> dict[str, Any]:
-        return {"consumer_group": self.group, "event_id": str(ev.event_id), "outbox_id": ev.outbox_id,
-                "topic": ev.topic, "kafka_partition": ev.partition, "kafka_offset": ev.offset,
-                "key": ev.key.hex() if ev.key is not None else None, "key_seq": ev.key_seq,
+        # Every copy is published (duplicates too, with their own position): the reader deduplicates on
+        # (group, event id) and, like the inbox, records a copy from another position as a duplicate.
+        return {"consumer_group": self.group, "subscribed": self.topics, "event_id": str(ev.event_id),
+                "outbox_id": ev.outbox_id, "topic": ev.topic, "kafka_partition": ev.partition,
+                "kafka_offset": ev.offset, "key": ev.key.hex() if ev.key is not None else None,
+                "key_seq": ev.key_seq, "event_time": ev.time.isoformat() if ev.time else None,
+                "processed_at": datetime.now(UTC).isoformat(),
                 "outcome": Outcome.PROCESSED.value if outcome is Outcome.DUPLICATE else outcome.value}
 
     # -- one record ------------------------------------------------------------------------------------------

@@ -142,8 +142,10 @@ class KafkaConsumer:
 class AckPublisher:
     """Publishes acknowledgements to an ack topic, for auditors who cannot reach the consumer's database.
 
-    Idempotent producer, key = event id. Sent after the database commit: at-least-once, so the reader
-    deduplicates on (group, event id); a copy from another source position means a duplicate, as in the inbox.
+    Idempotent producer, sent after the database commit: at-least-once, so the reader deduplicates on (group,
+    event id); a copy from another source position means a duplicate, as in the inbox. The record key is
+    (group, topic, event key), so one key's acknowledgements stay in one partition, in processing order, and the
+    reader can check per-key order.
     """
 
     def __init__(self, bootstrap: str, topic: str, config: Mapping[str, Any] | None = None) -> None:
@@ -157,7 +159,8 @@ class AckPublisher:
     def publish(self, acks: Sequence[Mapping[str, Any]]) -> None:
         try:
             for a in acks:
-                self._p.produce(self.topic, key=str(a["event_id"]).encode(),
+                key = f"{a['consumer_group']}\x00{a['topic']}\x00{a['key'] if a['key'] is not None else a['event_id']}"
+                self._p.produce(self.topic, key=key.encode(),
                                 value=json.dumps(a, sort_keys=True, default=str).encode())
             left = self._p.flush(30)
         except KafkaException as exc:

@@ -41,6 +41,7 @@ class Ack:
     outcome: str  # 'processed' | 'dead_lettered'
     attempts: int = 1
     error: str | None = None
+    processed_at: Any = None  # set when loading acknowledgements read from an ack topic
 
 
 def acknowledge(conn: sa.Connection, ack: Ack, schema: str) -> int | None:
@@ -51,7 +52,8 @@ def acknowledge(conn: sa.Connection, ack: Ack, schema: str) -> int | None:
         "key_seq": ack.key_seq, "event_time": ack.event_time, "outcome": ack.outcome, "attempts": ack.attempts,
         "error": ack.error[:MAX_ERROR_CHARS] if ack.error else None,
         # a dead letter is final when written; a processed row gets its time after the handler ran
-        "processed_at": sa.func.clock_timestamp() if ack.outcome == "dead_lettered" else None,
+        "processed_at": ack.processed_at if ack.processed_at is not None
+        else sa.func.clock_timestamp() if ack.outcome == "dead_lettered" else None,
     }
     stmt = (pg_insert(inbox).values(**values)
             .on_conflict_do_nothing(index_elements=[inbox.c.consumer_group, inbox.c.event_id])

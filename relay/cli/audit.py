@@ -118,6 +118,26 @@ def _signing_key(sign: bool) -> bytes | None:
     return key
 
 
+def _load_ack_topic(topic: str, bootstrap: str | None, scratch_url: str | None, schema: str) -> sa.Engine:
+    from alembic import command
+    from alembic.util import CommandError
+
+    from migrations import alembic_config
+    from outbox.reconcile.acktopic import load
+
+    if not bootstrap or not scratch_url:
+        raise ConfigError("--ack-topic needs --bootstrap-servers (or KAFKA_BOOTSTRAP_SERVERS) and "
+                          "--scratch-database-url (a database you may write)")
+    try:
+        command.upgrade(alembic_config(scratch_url, schema), "heads")
+    except (CommandError, sa.exc.SQLAlchemyError) as exc:
+        raise ReconcileError(f"could not migrate the scratch database: {exc}") from exc
+    scratch = sa.create_engine(scratch_url)
+    n = load(bootstrap, topic, scratch, schema)
+    Console(stderr=True, highlight=False).print(f"loaded {n:,} acknowledgement records from {escape(topic)}")
+    return scratch
+
+
 def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     database_url: DbUrl,
     inbox_database_url: InboxUrls = None,
@@ -142,6 +162,12 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     = Digest.HASH,
     jobs: Annotated[int, typer.Option(help="Parallel database connections per side.")] = 4,
     cap: Annotated[int, typer.Option(help="Events named per kind and group (counts are always exact).")] = 100,
+    ack_topic: Annotated[str | None, typer.Option(
+        help="Read acknowledgements from this ack topic (when consumer databases are out of reach).")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(envvar="KAFKA_BOOTSTRAP_SERVERS",
+                                                          help="Kafka, for --ack-topic.")] = None,
+    scratch_database_url: Annotated[str | None, typer.Option(
+        help="A database you may write, to load --ack-topic into (migrated automatically).")] = None,
 ) -> None:
     """Prove zero loss: every published event acknowledged once, in order, by every consumer group."""
     from outbox import reconcile as rc
@@ -158,6 +184,13 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
         raise fail(exc, EXIT_CONFIG) from None
     except ReconcileError as exc:
         raise fail(exc, EXIT_CONFIG) from None
+    try:
+        if ack_topic:
+            inboxes.append(_load_ack_topic(ack_topic, bootstrap_servers, scratch_database_url, sch))
+    except ConfigError as exc:
+        raise fail(exc, EXIT_CONFIG) from None
+    except (ReconcileError, OutboxError) as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
     progress = RichProgress()
     try:
         report = rc.reconcile(producer, [rc.ConsumerDatabase(e, sch) for e in inboxes], options, schema=sch,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,19 +33,30 @@ def producer_engine(fresh_db: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def consumer_url(stack: Stack) -> Iterator[str]:
-    """A second, separate database for consumers: the inbox lives where the consumer's data lives."""
+def new_database(stack: Stack) -> Iterator[Callable[[], str]]:
+    """A factory of migrated databases (cloned from the template), all dropped after the test."""
     import os
     import uuid
 
     from tests.conftest import TEMPLATE_DB, _admin_exec
 
-    name = f"c_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin_exec(stack, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    try:
-        yield stack.url(name)
-    finally:
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"c_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        _admin_exec(stack, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        made.append(name)
+        return stack.url(name)
+
+    yield make
+    for name in made:
         _admin_exec(stack, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def consumer_url(new_database: Callable[[], str]) -> str:
+    """A second, separate database for consumers: the inbox lives where the consumer's data lives."""
+    return new_database()
 
 
 @pytest.fixture

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from outbox.inbox import Inbox
 from outbox.reconcile import seal
 from outbox.schema import event, inbox
 from relay.cli import app
+from tests.conftest import create_topic
 from tests.integration.audit.conftest import Scenario
+from tests.integration.audit.helpers import publish_pending, send, write_orders
 
 pytestmark = pytest.mark.kafka
 KEY = "correct-horse-battery-staple-42"
@@ -103,3 +108,28 @@ def test_could_not_run_and_config_errors(producer_engine: sa.Engine) -> None:
     assert code == 2 and "database unavailable" in out, out
     code, out = outbox_cli("reconcile", "--database-url", url(producer_engine), "--sign", key=None)
     assert code == 3 and "OUTBOX_REPORT_HMAC_KEY" in out, out
+
+
+def test_reconcile_from_an_ack_topic_when_consumer_databases_are_out_of_reach(
+        producer_engine: sa.Engine, consumer_engine: sa.Engine, new_database: Callable[[], str], bootstrap: str,
+        topic: str) -> None:
+    acks_topic = f"{topic}-acks"
+    create_topic(bootstrap, acks_topic, partitions=3)
+    write_orders(producer_engine, topic, 40, keys=4)
+    rows = publish_pending(producer_engine, bootstrap)
+    send(bootstrap, [rows[3]])  # published twice
+    ib = Inbox(consumer_engine, "billing", [topic], lambda c, e: None, bootstrap=bootstrap, ack_topic=acks_topic)
+    got, deadline = 0, time.monotonic() + 60
+    while got < 41:
+        assert time.monotonic() < deadline
+        got += ib.run_once().received
+    ib.close()
+    code, out = outbox_cli("reconcile", "--database-url", url(producer_engine), "--ack-topic", acks_topic,
+                           "--bootstrap-servers", bootstrap, "--scratch-database-url", new_database(),
+                           "--grace", "0", "--format", "json")
+    assert code == 1, out
+    d = json.loads(out[out.index("{"):])
+    [g] = d["groups"]
+    assert (g["group"], g["expected"], g["acknowledged"], g["missing"], g["duplicated"], g["out_of_order"]) == \
+        ("billing", 40, 40, 0, 1, 0)
+    assert [f["event_id"] for f in g["findings"] if f["kind"] == "duplicated"] == [str(rows[3].event_id)]
