@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -27,47 +27,10 @@ from outbox.config import settings
 from outbox.errors import OutboxError, ReconcileError
 from outbox.reconcile import checkpoint, signing
 from outbox.reconcile.drill import Digests, Scope, Tally, drill_bucket
-from outbox.reconcile.model import Finding, GroupReport, Kind, Report, Window
+from outbox.reconcile.model import Finding, GroupReport, Kind, Report
+from outbox.reconcile.scope import ConsumerDatabase, Groups, Options, chunks, discover_groups, resolve_window
 from outbox.store import audit as store
 from outbox.store import translate_errors
-
-
-@dataclass(frozen=True)
-class ConsumerDatabase:
-    """A database holding inbox rows (acknowledgements) and subscriptions of one or more groups."""
-
-    engine: sa.Engine
-    schema: str = "outbox"
-
-    @property
-    def label(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
-
-
-@dataclass(frozen=True)
-class Options:
-    """The window (ids and/or creation times), the grace and stuck SLO, and tuning (documented in the CLI)."""
-
-    from_id: int | None = None
-    to_id: int | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    grace: timedelta = timedelta(seconds=30)
-    stuck_after: timedelta = timedelta(minutes=5)
-    groups: tuple[str, ...] = ()
-    bucket_bits: int = 16
-    sub_bits: int = 10
-    cap: int = 100
-    algorithm: str = "hash"
-    jobs: int = 4
-    bins: int = 60
-    checkpoint: bool = False
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in store.HASHES:
-            raise ReconcileError(f"unknown digest algorithm {self.algorithm!r}; use one of {sorted(store.HASHES)}")
-        if not 0 < self.sub_bits < self.bucket_bits <= 40 or self.jobs < 1 or self.cap < 0:
-            raise ReconcileError(f"invalid reconcile options {self}")
 
 
 class Progress(Protocol):
@@ -83,9 +46,10 @@ class _Silent:
         pass
 
 
-def reconcile(producer: sa.Engine, consumers: Sequence[ConsumerDatabase] = (), options: Options = Options(), *,
+def reconcile(producer: sa.Engine, consumers: Sequence[ConsumerDatabase] = (), options: Options | None = None, *,
               schema: str | None = None, progress: Progress | None = None) -> Report:
     """Reconcile and return the report. Raises :class:`ReconcileError` when it cannot reach a verdict."""
+    options = options or Options()
     started = time.monotonic()
     schema = schema or settings().schema
     dbs = list(consumers) or [ConsumerDatabase(producer, schema)]
@@ -98,71 +62,12 @@ def reconcile(producer: sa.Engine, consumers: Sequence[ConsumerDatabase] = (), o
         raise ReconcileError(f"could not reconcile: {exc}") from exc
 
 
-def _window(producer: sa.Engine, schema: str, o: Options) -> tuple[Window, int, int, float]:
-    with producer.connect() as c:
-        now = store.now(c)
-        lo, hi = store.id_bounds(c, schema, o.since, o.until)
-        lo = max(x for x in (lo, o.from_id) if x is not None) if lo is not None else None
-        hi = min(x for x in (hi, o.to_id) if x is not None) if hi is not None else None
-        t0 = store.created_at(c, schema, lo) if lo is not None else None
-    win = Window(id_lo=lo, id_hi=hi, since=o.since, until=o.until, grace_s=o.grace.total_seconds(),
-                 stuck_after_s=o.stuck_after.total_seconds(), now=now, cutoff=now - o.grace,
-                 stuck_before=now - o.stuck_after)
-    start = (t0 or now - timedelta(hours=1)).timestamp()
-    if lo is None or hi is None or hi < lo:
-        return win, 1, 0, start
-    return win, lo, hi, start
-
-
-Groups = dict[str, tuple[ConsumerDatabase, tuple[str, ...]]]
 Results = dict[tuple[str, str | None], list[Any]]
 # expected digests, acknowledged digests, buckets that differ, consumer dead letters, delivery-latency bins
 Compared = tuple[Digests, Digests, list[int], int, Counter[int]]
 # (result tag, engine, store function, positional args after the connection, keyword args)
 Task = tuple[tuple[str, str | None], sa.Engine, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 CHART_SAMPLE = 50_000  # ids sampled (systematically, every k-th) for the latency and backlog charts
-
-
-def _groups(dbs: Sequence[ConsumerDatabase], only: tuple[str, ...]) -> Groups:
-    seen: dict[str, list[tuple[ConsumerDatabase, tuple[str, ...]]]] = {}
-    for db in dbs:
-        with db.engine.connect() as c:
-            for g, topics in store.subscriptions(c, db.schema).items():
-                seen.setdefault(g, []).append((db, tuple(topics)))
-    found: Groups = {}
-    for g, places in seen.items():
-        if len(places) > 1:
-            # A subscription mirrored beside the outbox by a checkpoint has no inbox rows there: skip it.
-            with_acks = [p for p in places if _has_acks(p[0], g)]
-            if len(with_acks) > 1:
-                raise ReconcileError(f"consumer group {g!r} has acknowledgements in two databases "
-                                     f"({with_acks[0][0].label} and {with_acks[1][0].label}); "
-                                     "reconcile them separately")
-            found[g] = (with_acks or places)[0]
-        else:
-            found[g] = places[0]
-    if only:
-        unknown = sorted(set(only) - set(found))
-        if unknown:
-            raise ReconcileError(f"consumer group(s) {unknown} have no subscription in {[d.label for d in dbs]}; "
-                                 f"known groups: {sorted(found)}")
-        found = {g: v for g, v in found.items() if g in only}
-    if not found:
-        raise ReconcileError(f"no consumer group has registered a subscription in {[d.label for d in dbs]}: "
-                             "run the inbox once, or point --inbox-database-url at the consumers' databases")
-    return found
-
-
-def _has_acks(db: ConsumerDatabase, group: str) -> bool:
-    with db.engine.connect() as c:
-        return store.has_acks(c, db.schema, group)
-
-
-def _chunks(lo: int, hi: int, k: int) -> list[tuple[int, int]]:
-    if hi < lo:
-        return []
-    size = max(1, -(-(hi - lo + 1) // k))
-    return [(a, min(hi, a + size - 1)) for a in range(lo, hi + 1, size)]
 
 
 def _on(engine: sa.Engine, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -212,10 +117,10 @@ class _Run:
         self.notes: list[str] = []
 
     def run(self, dbs: Sequence[ConsumerDatabase], started: float) -> Report:
-        self.win, self.lo, self.hi, self.t0 = _window(self.producer, self.schema, self.o)
+        self.win, self.lo, self.hi, self.t0 = resolve_window(self.producer, self.schema, self.o)
         self.t1 = max(self.win.now.timestamp() + 1, self.t0 + 1)
         self.step = max(1, -(-(self.hi - self.lo + 1) // CHART_SAMPLE))
-        groups = _groups(dbs, self.o.groups)
+        groups = discover_groups(dbs, self.o.groups)
         with ThreadPoolExecutor(max_workers=self.o.jobs, thread_name_prefix="reconcile") as pool:
             self._gather(pool, "digests", self._digest_tasks(groups))
             for cells in self.results.get(("outbox", None), []):
@@ -247,13 +152,13 @@ class _Run:
                              for g, (db, _t) in groups.items()]
         tasks += [(("outbox", None), self.producer, store.outbox_cells, (sch, a, z),
                    {"cutoff": win.cutoff, "stuck_before": win.stuck_before, **scan})
-                  for a, z in _chunks(lo, hi, o.jobs)]
+                  for a, z in chunks(lo, hi, o.jobs)]
         tasks.append((("chart", None), self.producer, store.outbox_chart, (sch, lo, hi),
                       {"step": self.step, "t0": self.t0, "t1": self.t1, "nbins": o.bins}))
         for g, (db, _t) in groups.items():
             args = (db.schema, g, lo, hi)
             tasks += [(("acks", g), db.engine, store.ack_cells, (db.schema, g, a, z), scan)
-                      for a, z in _chunks(lo, hi, o.jobs)]
+                      for a, z in chunks(lo, hi, o.jobs)]
             tasks += [(("copies", g), db.engine, store.copies, args, {"cap": o.cap}),
                       (("latency", g), db.engine, store.ack_chart, args, {"step": self.step})]
         return tasks
