@@ -93,12 +93,16 @@ Handler = Callable[[sa.Connection, ReceivedEvent], None]
 
 
 def session_handler(fn: Callable[[Session, ReceivedEvent], None]) -> Handler:
-    """Adapt an ORM handler: it gets a Session joined to the inbox transaction (flushed, never committed)."""
+    """Adapt an ORM handler: it gets a Session joined to the inbox transaction.
+
+    The session works inside a SAVEPOINT of the inbox's transaction; its ``commit()`` (done here after the handler)
+    only releases the savepoint, so the handler's writes commit, or roll back, with the acknowledgement.
+    """
 
     def run(conn: sa.Connection, ev: ReceivedEvent) -> None:
         with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
             fn(s, ev)
-            s.flush()
+            s.commit()
 
     return run
 

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from outbox.errors import ConsumerError
-from outbox.inbox import BatchResult, Inbox, ReceivedEvent, RetryPolicy
+from outbox.inbox import BatchResult, Inbox, ReceivedEvent, RetryPolicy, session_handler
 from outbox.kafka_consumer import KafkaConsumer
 from outbox.schema import inbox, inbox_redelivery, subscription
 from tests.integration.audit.helpers import inbox_rows, publish_pending, send, write_orders
@@ -175,7 +176,11 @@ def test_producer_and_consumer_in_different_databases(
         producer_engine: sa.Engine, consumer_engine: sa.Engine, bootstrap: str, topic: str) -> None:
     write_orders(producer_engine, topic, 8)
     publish_pending(producer_engine, bootstrap)
-    ib = Inbox(consumer_engine, "analytics", [topic], record_effect("analytics", []), bootstrap=bootstrap)
+
+    def orm_handler(s: Session, ev: ReceivedEvent) -> None:  # an ORM handler, joined to the inbox transaction
+        s.execute(sa.text("INSERT INTO public.effect (event_id, grp) VALUES (:e, 'analytics')"), {"e": ev.event_id})
+
+    ib = Inbox(consumer_engine, "analytics", [topic], session_handler(orm_handler), bootstrap=bootstrap)
     drain(ib, received(8))
     ib.close()
     assert len(inbox_rows(consumer_engine, "analytics")) == 8 and effects(consumer_engine) == 8
