@@ -42,7 +42,7 @@ class Plan:
 
 SMALL = Plan("small", duration_s=75, writers=2, rate=40, keys=100, relay_kills=4, relay_stops=1,
              broker_bounces=1, db_restarts=1, outage_s=12, net_faults=2)
-FULL = Plan("full", duration_s=540, writers=4, rate=110, keys=2000, relay_kills=32, relay_stops=2,
+FULL = Plan("full", duration_s=560, writers=4, rate=120, keys=2000, relay_kills=32, relay_stops=2,
             broker_bounces=3, db_restarts=3, outage_s=125, net_faults=6)
 
 
