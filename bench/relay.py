@@ -50,7 +50,7 @@ def payload(i: int) -> bytes:
 
 
 def create_topic(bootstrap: str, name: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive until the result is in
     admin.create_topics([NewTopic(name, PARTITIONS, 1)])[name].result(60)
@@ -126,14 +126,53 @@ class Relay:
         return self.proc.wait(60)
 
 
-def drain(relay: Relay, url: str, bootstrap: str, n: int, verify: bool) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds used by the relay, Postgres (postmaster and every backend) and the Kafka JVM over a span."""
+
+    def __init__(self, stack: Stack, relay_pid: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.relay_pid = relay_pid
+        pm = int((stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]) if stack.postgres else 0
+        self.pg_pid = pm
+        self.kafka_pids = [n.proc.pid for n in stack.kafka.nodes if n.proc] if stack.kafka else []
+
+    def _cpu(self, pid: int, children: bool = False) -> float:
+        ps = self._psutil
+        try:
+            procs = [ps.Process(pid)]
+            if children:
+                procs += procs[0].children(recursive=True)
+        except ps.Error:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except ps.Error:
+                pass
+        return total
+
+    def sample(self) -> dict[str, float]:
+        return {"relay": self._cpu(self.relay_pid), "postgres": self._cpu(self.pg_pid, children=True),
+                "kafka": sum(self._cpu(p) for p in self.kafka_pids)}
+
+
+def drain(relay: Relay, url: str, bootstrap: str, n: int, *, verify: bool,
+          meter: CpuMeter | None = None) -> dict[str, Any]:
     topic = f"bench-drain-{n}-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic)
     before = relay.metric("outbox_relay_published_total")
     t_commit = enqueue_backlog(url, topic, n)
+    c0 = meter.sample() if meter else {}
     t_done = relay.await_published(before + n)
+    c1 = meter.sample() if meter else {}
     out: dict[str, Any] = {"events": n, "seconds": round(t_done - t_commit, 3),
                            "events_per_s": round(n / (t_done - t_commit), 1), "topic": topic}
+    if meter:
+        out["cpu_us_per_event"] = {k: round((c1[k] - c0[k]) / n * 1e6, 1) for k in c0}
     if verify:
         recs = consume_all(bootstrap, [topic], timeout=600)
         ids = [r.header("outbox-event-id") for r in recs]
@@ -170,7 +209,7 @@ def raw_producer(url: str, bootstrap: str, topic: str) -> dict[str, Any]:
     for k, v, h in recs:
         while True:
             try:
-                p.produce(out_topic, v, k, headers=h, on_delivery=cb)
+                p.produce(out_topic, v, k, headers=list(h), on_delivery=cb)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -197,9 +236,9 @@ def latency(relay: Relay, url: str, bootstrap: str, rate: int, seconds: float) -
             for m in c.consume(1000, timeout=0.05):
                 if m.error() is None:
                     now = time.time()
-                    for hk, hv in m.headers() or []:
-                        if hk == "outbox-event-id" and hv is not None:
-                            received[hv] = now
+                    for h in m.headers() or []:
+                        if h[0] == "outbox-event-id" and isinstance(h[1], bytes):
+                            received[h[1]] = now
 
     th = threading.Thread(target=consume, daemon=True)
     th.start()
@@ -269,6 +308,7 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=10_000, help="small backlog for (e)")
     ap.add_argument("--rate", type=int, default=1000, help="offered events/s for (d)")
     ap.add_argument("--seconds", type=float, default=60, help="duration of (d)")
+    ap.add_argument("--repeat", type=int, default=2, help="interleaved runs of (a) and (b); best reported")
     ap.add_argument("--batch-size", default=None, help="OUTBOX_RELAY_BATCH_SIZE (default: the relay's)")
     ap.add_argument("--linger-ms", default=None, help="OUTBOX_RELAY_LINGER_MS (default: the relay's)")
     ap.add_argument("--out", type=Path, default=RESULTS / "relay.json")
@@ -286,10 +326,21 @@ def main() -> int:
         command.upgrade(alembic_config(url), "heads")
         relay = Relay(stack, url, home / "relay.log", **env)
         print(f"relay ready in {relay.startup_s:.2f}s", flush=True)
-        a = drain(relay, url, stack.bootstrap, args.events, verify=True)
-        print("(a)", a, flush=True)
-        b = raw_producer(url, stack.bootstrap, a["topic"])
-        print("(b)", b, flush=True)
+        meter = CpuMeter(stack, relay.proc.pid)
+        # Warm-up: JIT-compile the broker's produce/transaction paths and fill Postgres caches, so neither side
+        # of the comparison pays for them (the broker is fresh at this point).
+        warm = drain(relay, url, stack.bootstrap, min(50_000, args.events), verify=False)
+        raw_producer(url, stack.bootstrap, warm["topic"])
+        runs_a: list[dict[str, Any]] = []
+        runs_b: list[dict[str, Any]] = []
+        for rep in range(args.repeat):  # interleaved, so slow phases of a shared machine hit both sides
+            runs_a.append(drain(relay, url, stack.bootstrap, args.events, verify=rep == 0, meter=meter))
+            print("(a)", runs_a[-1], flush=True)
+            runs_b.append(raw_producer(url, stack.bootstrap, runs_a[-1]["topic"]))
+            print("(b)", runs_b[-1], flush=True)
+        a = max(runs_a, key=lambda r: r["events_per_s"])
+        b = max(runs_b, key=lambda r: r["events_per_s"])
+        a["verified_exactly_once"] = runs_a[0]["verified_exactly_once"]
         d = latency(relay, url, stack.bootstrap, args.rate, args.seconds)
         print("(d)", {k: v for k, v in d.items() if k != "_series"}, flush=True)
         small = drain(relay, url, stack.bootstrap, args.small, verify=True)
@@ -304,7 +355,11 @@ def main() -> int:
             "payload_bytes": PAYLOAD_BYTES,
             "backlog_ratio_1m_vs_10k": round(big["events_per_s"] / small["events_per_s"], 3) if big else None,
             "relay_peak_rss_mb": round(rss, 1),
-            "details": {"drain": a, "raw": b, "latency_events": d["events"], "latency_received": d["received"],
+            "details": {"drain_best": a, "raw_best": b, "drain_runs": runs_a, "raw_runs": runs_b,
+                        "method": "warm broker and DB; a/b interleaved --repeat times, best of each reported; "
+                                  "drain = one writer transaction commits the backlog, end = relay's published "
+                                  "counter (rows marked after the Kafka commit); exactly-once verified on run 1",
+                        "latency_events": d["events"], "latency_received": d["received"],
                         "drain_small": small, "drain_big": big, "relay_startup_s": round(relay.startup_s, 2),
                         "relay_exit_code": rc, "relay_settings": env or "defaults", "keys": KEYS,
                         "partitions": PARTITIONS, "cpus": os.cpu_count(), "python": platform.python_version(),
