@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,26 +139,35 @@ class CpuMeter:
         self.pg_pid = pm
         self.kafka_pids = [n.proc.pid for n in stack.kafka.nodes if n.proc] if stack.kafka else []
 
-    def _cpu(self, pid: int, children: bool = False) -> float:
+    def _cpu(self, pid: int, children: bool = False) -> dict[int, float]:
         ps = self._psutil
         try:
             procs = [ps.Process(pid)]
             if children:
                 procs += procs[0].children(recursive=True)
         except ps.Error:
-            return 0.0
-        total = 0.0
+            return {}
+        out: dict[int, float] = {}
         for p in procs:
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                out[p.pid] = t.user + t.system
             except ps.Error:
                 pass
-        return total
+        return out
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> dict[str, dict[int, float]]:
+        kafka: dict[int, float] = {}
+        for p in self.kafka_pids:
+            kafka.update(self._cpu(p))
         return {"relay": self._cpu(self.relay_pid), "postgres": self._cpu(self.pg_pid, children=True),
-                "kafka": sum(self._cpu(p) for p in self.kafka_pids)}
+                "kafka": kafka}
+
+    @staticmethod
+    def used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        """CPU seconds per component between two samples; processes that exited in between are not counted,
+        processes started in between count from zero."""
+        return {k: sum(t - before[k].get(pid, 0.0) for pid, t in after[k].items()) for k in after}
 
 
 def drain(relay: Relay, url: str, bootstrap: str, n: int, *, verify: bool,
@@ -172,7 +182,7 @@ def drain(relay: Relay, url: str, bootstrap: str, n: int, *, verify: bool,
     out: dict[str, Any] = {"events": n, "seconds": round(t_done - t_commit, 3),
                            "events_per_s": round(n / (t_done - t_commit), 1), "topic": topic}
     if meter:
-        out["cpu_us_per_event"] = {k: round((c1[k] - c0[k]) / n * 1e6, 1) for k in c0}
+        out["cpu_us_per_event"] = {k: round(v / n * 1e6, 1) for k, v in CpuMeter.used(c0, c1).items()}
     if verify:
         recs = consume_all(bootstrap, [topic], timeout=600)
         ids = [r.header("outbox-event-id") for r in recs]
@@ -316,7 +326,10 @@ def main() -> int:
     env = {k: v for k, v in (("OUTBOX_RELAY_BATCH_SIZE", args.batch_size), ("OUTBOX_RELAY_LINGER_MS",
                                                                            args.linger_ms)) if v}
     home = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    # SIGTERM (make's timeout, a CI cancel) must still stop our broker, Postgres and relay: run the finally.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stack = start_stack(home=home)
+    relay: Relay | None = None
     try:
         from alembic import command
 
@@ -372,7 +385,10 @@ def main() -> int:
         ok = a.get("verified_exactly_once") and small.get("verified_exactly_once") and rc == 0
         return 0 if ok else 1
     finally:
+        if relay is not None and relay.proc.poll() is None:
+            relay.proc.kill()
         stack.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

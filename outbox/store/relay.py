@@ -26,6 +26,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from outbox.errors import DatabaseUnavailableError, LeaseLostError
 from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
 from outbox.store import translate_errors
+from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries
+
+__all__ = ["HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore", "ShardBacklog", "Status"]
 
 
 @contextmanager
@@ -84,57 +87,6 @@ class Mark:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    shard: int
-    owner: str | None
-    epoch: int
-    expires_at: datetime | None
-    renewed_at: datetime | None
-    expires_in_s: float | None  # by the database clock; None when free, negative when expired
-
-    @property
-    def free(self) -> bool:
-        """Takeable now: never owned, released, or expired."""
-        return self.owner is None or self.expires_in_s is None or self.expires_in_s < 0
-
-
-@dataclass(frozen=True, slots=True)
-class ShardBacklog:
-    shard: int
-    pending: int
-    oldest_age_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class HeldKey:
-    topic: str
-    key: bytes | None
-    dead_letters: int
-    since: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    instance_id: str
-    host: str
-    pid: int
-    heartbeat_age_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    backlog: tuple[ShardBacklog, ...]
-    leases: tuple[Lease, ...]
-    instances: tuple[Instance, ...]
-    dead_letters_open: int
-    held_keys: tuple[HeldKey, ...]
-
-    @property
-    def pending(self) -> int:
-        return sum(b.pending for b in self.backlog)
-
-
 # Most events carry no user headers: ship NULL for '[]' so the driver never parses JSON for them (a third of
 # the relay's per-row CPU in profiles).
 _HEADERS = sa.case((event.c.headers == sa.cast(sa.literal("[]"), JSONB), sa.null()), else_=event.c.headers)
@@ -143,8 +95,8 @@ _CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, even
                   _HEADERS, event.c.traceparent, event.c.key_seq, event.c.attempts)
 
 
-class RelayStore:
-    """The relay's view of the outbox database."""
+class RelayStore(StatusQueries):
+    """The relay's view of the outbox database (status queries in ``outbox.store.relay_status``)."""
 
     def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:
         tm = translate_map(schema)
@@ -289,14 +241,6 @@ class RelayStore:
                 c.execute(lt.update().where(lt.c.shard == s, lt.c.owner == owner, lt.c.epoch == e)
                           .values(owner=None, expires_at=None))
 
-    def leases(self) -> list[Lease]:
-        lt = relay_lease
-        q = sa.select(lt.c.shard, lt.c.owner, lt.c.epoch, lt.c.expires_at, lt.c.renewed_at,
-                      sa.func.extract("epoch", lt.c.expires_at - sa.func.now())).order_by(lt.c.shard)
-        with _db("reading leases"), self._engine.connect() as c:
-            return [Lease(int(r[0]), r[1], int(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
-                    for r in c.execute(q).all()]
-
     # --- instances ---------------------------------------------------------------------------------------
     def heartbeat(self, instance_id: str, host: str, pid: int, ttl_s: float) -> list[str]:
         """Record that this instance is alive; returns the ids of live instances (sorted), self included."""
@@ -314,41 +258,6 @@ class RelayStore:
     def deregister(self, instance_id: str) -> None:
         with _db("deregistering"), self._engine.begin() as c:
             c.execute(relay_instance.delete().where(relay_instance.c.instance_id == instance_id))
-
-    # --- status ------------------------------------------------------------------------------------------
-    def backlog(self, shards: Sequence[int] | None = None) -> list[ShardBacklog]:
-        q = (sa.select(event.c.shard, sa.func.count(),
-                       sa.func.extract("epoch", sa.func.now() - sa.func.min(event.c.created_at)))
-             .where(_PENDING).group_by(event.c.shard).order_by(event.c.shard))
-        if shards is not None:
-            q = q.where(event.c.shard.in_(list(shards)))
-        with _db("reading the backlog"), self._engine.connect() as c:
-            return [ShardBacklog(int(s), int(n), float(a) if a is not None else None) for s, n, a in c.execute(q)]
-
-    def held_keys(self, limit: int = 1000) -> list[HeldKey]:
-        d = dead_letter
-        q = (sa.select(d.c.topic, d.c.key, sa.func.count(), sa.func.min(d.c.failed_at))
-             .where(d.c.resolved_at.is_(None)).group_by(d.c.topic, d.c.key)
-             .order_by(sa.func.min(d.c.failed_at)).limit(limit))
-        with _db("reading held keys"), self._engine.connect() as c:
-            return [HeldKey(t, bytes(k) if k is not None else None, int(n), ts) for t, k, n, ts in c.execute(q)]
-
-    def dead_letters_open(self) -> int:
-        q = sa.select(sa.func.count()).select_from(dead_letter).where(dead_letter.c.resolved_at.is_(None))
-        with _db("counting dead letters"), self._engine.connect() as c:
-            return int(c.execute(q).scalar_one())
-
-    def instances(self) -> list[Instance]:
-        it = relay_instance
-        q = sa.select(it.c.instance_id, it.c.host, it.c.pid,
-                      sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)).order_by(it.c.instance_id)
-        with _db("reading instances"), self._engine.connect() as c:
-            return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
-
-    def status(self) -> Status:
-        return Status(tuple(self.backlog()), tuple(self.leases()), tuple(self.instances()),
-                      self.dead_letters_open(), tuple(self.held_keys()))
-
 
 def _owns(shard: int, owner: str, epoch: int) -> sa.ColumnElement[bool]:
     return sa.exists().where(relay_lease.c.shard == shard, relay_lease.c.owner == owner,

@@ -1,0 +1,114 @@
+"""The read side of the relay's tables: leases, backlog, instances, dead letters, held keys (``outbox status``,
+the relay's gauges and its lease planning). Read-only; every query runs in its own short connection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from outbox.schema import dead_letter, event, relay_instance, relay_lease
+from outbox.store import translate_errors
+
+_PENDING = sa.and_(event.c.published_at.is_(None), event.c.dead_at.is_(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    shard: int
+    owner: str | None
+    epoch: int
+    expires_at: datetime | None
+    renewed_at: datetime | None
+    expires_in_s: float | None  # by the database clock; None when free, negative when expired
+
+    @property
+    def free(self) -> bool:
+        """Takeable now: never owned, released, or expired."""
+        return self.owner is None or self.expires_in_s is None or self.expires_in_s < 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardBacklog:
+    shard: int
+    pending: int
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldKey:
+    topic: str
+    key: bytes | None
+    dead_letters: int
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    host: str
+    pid: int
+    heartbeat_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    backlog: tuple[ShardBacklog, ...]
+    leases: tuple[Lease, ...]
+    instances: tuple[Instance, ...]
+    dead_letters_open: int
+    held_keys: tuple[HeldKey, ...]
+
+    @property
+    def pending(self) -> int:
+        return sum(b.pending for b in self.backlog)
+
+
+class StatusQueries:
+    """Mixed into ``RelayStore``; needs ``self._engine``."""
+
+    _engine: sa.Engine
+
+    def leases(self) -> list[Lease]:
+        lt = relay_lease
+        q = sa.select(lt.c.shard, lt.c.owner, lt.c.epoch, lt.c.expires_at, lt.c.renewed_at,
+                      sa.func.extract("epoch", lt.c.expires_at - sa.func.now())).order_by(lt.c.shard)
+        with translate_errors("reading leases"), self._engine.connect() as c:
+            return [Lease(int(r[0]), r[1], int(r[2]), r[3], r[4], None if r[5] is None else float(r[5]))
+                    for r in c.execute(q).all()]
+
+    # --- status ------------------------------------------------------------------------------------------
+    def backlog(self, shards: Sequence[int] | None = None) -> list[ShardBacklog]:
+        q = (sa.select(event.c.shard, sa.func.count(),
+                       sa.func.extract("epoch", sa.func.now() - sa.func.min(event.c.created_at)))
+             .where(_PENDING).group_by(event.c.shard).order_by(event.c.shard))
+        if shards is not None:
+            q = q.where(event.c.shard.in_(list(shards)))
+        with translate_errors("reading the backlog"), self._engine.connect() as c:
+            return [ShardBacklog(int(s), int(n), float(a) if a is not None else None) for s, n, a in c.execute(q)]
+
+    def held_keys(self, limit: int = 1000) -> list[HeldKey]:
+        d = dead_letter
+        q = (sa.select(d.c.topic, d.c.key, sa.func.count(), sa.func.min(d.c.failed_at))
+             .where(d.c.resolved_at.is_(None)).group_by(d.c.topic, d.c.key)
+             .order_by(sa.func.min(d.c.failed_at)).limit(limit))
+        with translate_errors("reading held keys"), self._engine.connect() as c:
+            return [HeldKey(t, bytes(k) if k is not None else None, int(n), ts) for t, k, n, ts in c.execute(q)]
+
+    def dead_letters_open(self) -> int:
+        q = sa.select(sa.func.count()).select_from(dead_letter).where(dead_letter.c.resolved_at.is_(None))
+        with translate_errors("counting dead letters"), self._engine.connect() as c:
+            return int(c.execute(q).scalar_one())
+
+    def instances(self) -> list[Instance]:
+        it = relay_instance
+        q = sa.select(it.c.instance_id, it.c.host, it.c.pid,
+                      sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)).order_by(it.c.instance_id)
+        with translate_errors("reading instances"), self._engine.connect() as c:
+            return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
+
+    def status(self) -> Status:
+        return Status(tuple(self.backlog()), tuple(self.leases()), tuple(self.instances()),
+                      self.dead_letters_open(), tuple(self.held_keys()))
