@@ -126,14 +126,18 @@ class RelayStore(StatusQueries):
         """
         if not marks:
             return 0
+        ids = sa.bindparam("ids", [m.id for m in marks], type_=ARRAY(sa.BigInteger))
         v = sa.func.unnest(
-            sa.bindparam("ids", [m.id for m in marks], type_=ARRAY(sa.BigInteger)),
+            ids,
             sa.bindparam("ps", [m.partition for m in marks], type_=ARRAY(sa.Integer)),
             sa.bindparam("os", [m.offset for m in marks], type_=ARRAY(sa.BigInteger)),
         ).table_valued("id", "p", "o").render_derived(name="v", with_types=False)
+        # `id = ANY(:ids)` is redundant with the join, but it is what lets the planner fetch the rows by primary
+        # key: joined to unnest() alone it cannot estimate the match and chose a sequential scan of the whole
+        # table (EXPLAIN: 20k-row table, 147 ms for a 1000-row mark; it grows with the table, not the batch).
         # The lease guard rides in the UPDATE itself (one round trip); only when fewer rows changed than asked
         # (already marked by a previous owner's recovery, or the guard failed) is the lease checked apart.
-        upd = (event.update().where(event.c.id == v.c.id, event.c.published_at.is_(None),
+        upd = (event.update().where(event.c.id == sa.any_(ids), event.c.id == v.c.id, event.c.published_at.is_(None),
                                     _owns(shard, owner, epoch))
                .values(published_at=sa.func.now(), kafka_partition=v.c.p, kafka_offset=v.c.o, relay_epoch=epoch))
         with _db(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
