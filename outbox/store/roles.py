@@ -12,9 +12,9 @@ app          INSERT into ``event`` (+ SELECT of ``id, event_id`` only, for ``INS
              SELECT/INSERT/UPDATE on ``key_sequence`` (the per-key upsert). Cannot read payloads, update or
              delete events.
 relay        SELECT on ``event``, UPDATE of its state columns only (published_at, partition, offset, epoch,
-             attempts, last_error, dead_at); SELECT/INSERT on ``dead_letter``; SELECT/INSERT/UPDATE/DELETE on
-             ``relay_lease`` and ``relay_instance``; SELECT on ``alembic_version`` (the schema check). Cannot
-             insert or delete events nor rewrite payloads.
+             attempts, last_error, dead_at); SELECT/INSERT on ``dead_letter`` (+ UPDATE to reopen one);
+             SELECT/INSERT/UPDATE/DELETE on ``relay_lease`` and ``relay_instance``; SELECT on
+             ``alembic_version`` (the schema check). Cannot insert or delete events nor rewrite payloads.
 consumer     the inbox helper: SELECT/INSERT/UPDATE on ``inbox``, SELECT/INSERT on ``inbox_redelivery`` and
              ``subscription``.
 auditor      SELECT on every table. Read-only (the reconciler's checkpoints are written by ``operator``).
@@ -58,6 +58,9 @@ def _grants(role: Role) -> list[str]:
     if role is Role.RELAY:
         return ["SELECT ON {s}.event", f"UPDATE ({_STATE_COLUMNS}) ON {{s}}.event",
                 "SELECT, INSERT ON {s}.dead_letter",
+                # a retried row that fails again reopens its dead letter (ON CONFLICT DO UPDATE)
+                "UPDATE (reason, error_class, attempts, failed_at, resolved_at, resolution, resolved_by) "
+                "ON {s}.dead_letter",
                 "SELECT, INSERT, UPDATE, DELETE ON {s}.relay_lease, {s}.relay_instance",
                 "SELECT ON {s}.alembic_version"]
     if role is Role.CONSUMER:

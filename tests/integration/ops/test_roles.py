@@ -115,7 +115,8 @@ def test_relay_can_claim_mark_dead_letter_and_lease_and_nothing_more(roles: Role
     _denied(relay, "UPDATE outbox.event SET payload = 'x'")
     _denied(relay, "DELETE FROM outbox.event")
     _denied(relay, "UPDATE outbox.key_sequence SET last_seq = 0")
-    _denied(relay, "UPDATE outbox.dead_letter SET resolved_at = now()")
+    _denied(relay, "DELETE FROM outbox.dead_letter")
+    _denied(relay, "UPDATE outbox.dead_letter SET event_id = gen_random_uuid()")
     _denied(relay, "SELECT * FROM outbox.inbox")
 
 
