@@ -132,7 +132,7 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         with psycopg.connect(pg.dsn()) as c:
             row = c.execute("SELECT count(*) FROM outbox.event WHERE dead_at IS NULL").fetchone()
             total = int(row[0]) if row else 0
-        _await_acks(pg.dsn(), total, work)
+        _await_acks(pg.dsn(), total, work, timeout=max(600.0, total / 100))
         work.stop_all()
         _log("verifying with Kafka's ConsoleConsumer (read_committed)")
         verdict = check(pg.dsn(), cluster.bootstrap, TOPICS)
