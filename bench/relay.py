@@ -356,8 +356,12 @@ def main() -> int:
         a["verified_exactly_once"] = runs_a[0]["verified_exactly_once"]
         d = latency(relay, url, stack.bootstrap, args.rate, args.seconds)
         print("(d)", {k: v for k, v in d.items() if k != "_series"}, flush=True)
-        small = drain(relay, url, stack.bootstrap, args.small, verify=True)
-        big = drain(relay, url, stack.bootstrap, args.big, verify=False) if args.big else None
+        # A 10k backlog is one or two batches per shard, so one run is mostly noise: take the median of five.
+        smalls = [drain(relay, url, stack.bootstrap, args.small, verify=i == 0) for i in range(5)]
+        small = sorted(smalls, key=lambda r: r["events_per_s"])[2]
+        small["verified_exactly_once"] = smalls[0]["verified_exactly_once"]
+        small["runs_events_per_s"] = [r["events_per_s"] for r in smalls]
+        big = drain(relay, url, stack.bootstrap, args.big, verify=False, meter=meter) if args.big else None
         print("(e)", small, big, flush=True)
         rss = relay.peak_rss_mb()
         rc = relay.stop()
