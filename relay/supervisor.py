@@ -133,7 +133,8 @@ class Supervisor:
                 self._start(shard, epoch)
 
     def _stats_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.s.stats_interval_s):
+        # Refresh at once, then every interval: gauges are right from the first scrape, not 5 s later.
+        while True:
             try:
                 owned = self.owned
                 by_shard = {b.shard: b for b in self.store.backlog(owned)} if owned else {}
@@ -147,6 +148,8 @@ class Supervisor:
                 self.metrics.held_keys.set(len(self.store.held_keys()))
             except StoreError as exc:
                 log.warning("stats refresh failed", extra={"error": str(exc)[:300]})
+            if stop.wait(self.s.stats_interval_s):
+                return
 
     # --- the process -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

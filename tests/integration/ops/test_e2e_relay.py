@@ -36,7 +36,14 @@ def test_dlq_retry_and_replay_keep_key_order_through_the_relay(  # noqa: PLR0917
 
     wait_until(lambda: _published(db, [e.id for e in j]), 60, f"the free key to be published\n{relay.logs()}")
     assert not _published(db, [k[1].id]) and not _published(db, [k[2].id]), "k is held behind its dead letter"
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{relay.port}/metrics", timeout=10).read().decode()
+    scraped: list[str] = []
+
+    def held_key_gauges_set() -> bool:
+        scraped[:] = [urllib.request.urlopen(f"http://127.0.0.1:{relay.port}/metrics", timeout=10).read().decode()]
+        return "outbox_relay_held_keys 1.0" in scraped[0] and "outbox_relay_dead_letters 1.0" in scraped[0]
+
+    wait_until(held_key_gauges_set, 30, "the held-key and dead-letter gauges")
+    metrics = scraped[0]
 
     (dl,) = json.loads(cli("dlq", "list", "--json", url=db.url).stdout)
     assert dl["held_behind"] == 2
