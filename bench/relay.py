@@ -84,7 +84,8 @@ class Relay:
             self.proc = subprocess.Popen([sys.executable, "-m", "relay"], cwd=REPO_ROOT, env=full, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         started = time.monotonic()
-        self._wait(lambda: self._get("/readyz") == "ok\n" and self.metric("outbox_relay_leases_held") >= 8, 120)
+        shards = int(full.get("OUTBOX_SHARDS", "8"))
+        self._wait(lambda: self._get("/readyz") == "ok\n" and self.metric("outbox_relay_leases_held") >= shards, 120)
         self.startup_s = time.monotonic() - started
 
     def _get(self, path: str) -> str:
@@ -229,7 +230,7 @@ def raw_producer(url: str, bootstrap: str, topic: str) -> dict[str, Any]:
 
 
 def latency(relay: Relay, url: str, bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
     topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, topic)
@@ -239,7 +240,10 @@ def latency(relay: Relay, url: str, bootstrap: str, rate: int, seconds: float) -
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:6]}",
                   "isolation.level": "read_committed", "auto.offset.reset": "earliest",
                   "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    c.subscribe([topic])
+    # Assign (no group join) and start fetching before the first write: a subscribe() would still be joining
+    # its group while the first events arrive and charge that second to the relay.
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c.consume(1, timeout=1.0)
 
     def consume() -> None:
         while not stop.is_set():
