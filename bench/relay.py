@@ -140,7 +140,8 @@ class CpuMeter:
         self.pg_pid = pm
         self.kafka_pids = [n.proc.pid for n in stack.kafka.nodes if n.proc] if stack.kafka else []
 
-    def _cpu(self, pid: int, children: bool = False) -> dict[int, float]:
+    def _cpu(self, pid: int, children: bool = False, vacuum: bool | None = None) -> dict[int, float]:
+        """CPU per process; with ``vacuum`` set, only Postgres children that are (or are not) autovacuum."""
         ps = self._psutil
         try:
             procs = [ps.Process(pid)]
@@ -151,6 +152,8 @@ class CpuMeter:
         out: dict[int, float] = {}
         for p in procs:
             try:
+                if vacuum is not None and ("autovacuum" in " ".join(p.cmdline())) != vacuum:
+                    continue
                 t = p.cpu_times()
                 out[p.pid] = t.user + t.system
             except ps.Error:
@@ -161,8 +164,8 @@ class CpuMeter:
         kafka: dict[int, float] = {}
         for p in self.kafka_pids:
             kafka.update(self._cpu(p))
-        return {"relay": self._cpu(self.relay_pid), "postgres": self._cpu(self.pg_pid, children=True),
-                "kafka": kafka}
+        return {"relay": self._cpu(self.relay_pid), "postgres": self._cpu(self.pg_pid, True, vacuum=False),
+                "autovacuum": self._cpu(self.pg_pid, True, vacuum=True), "kafka": kafka}
 
     @staticmethod
     def used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:

@@ -39,12 +39,14 @@ class _Running:
 
 class Supervisor:
     def __init__(self, settings: RelaySettings, store: RelayStore, *, transport_factory: Callable[[int], Transport],
-                 checkpoints: CheckpointLog, metrics: Metrics | None = None, faults: Faults | None = None) -> None:
+                 checkpoints: CheckpointLog, metrics: Metrics | None = None, faults: Faults | None = None,
+                 housekeeping: Callable[[], None] | None = None) -> None:
         self.s, self.store = settings, store
         self._factory, self._checkpoints = transport_factory, checkpoints
         self.metrics = metrics or Metrics()
         self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch, settings.test_kill_signal)
         self.leases = LeaseManager(store, settings)
+        self._housekeeping = housekeeping
         self._slots = threading.Semaphore(settings.concurrency)
         self._running: dict[int, _Running] = {}
         self._releasing: set[int] = set()
@@ -148,6 +150,8 @@ class Supervisor:
                 self.metrics.held_keys.set(len(self.store.held_keys()))
             except StoreError as exc:
                 log.warning("stats refresh failed", extra={"error": str(exc)[:300]})
+            if self._housekeeping is not None:
+                self._housekeeping()
             if stop.wait(self.s.stats_interval_s):
                 return
 
