@@ -241,7 +241,12 @@ class KafkaCheckpointLog:
             if lso >= hw:
                 break
             if time.monotonic() > deadline:
-                raise KafkaUnavailableError(f"checkpoint partition {tp.partition}: LSO {lso} stuck below {hw}")
+                raise KafkaUnavailableError(
+                    f"checkpoint partition {tp.topic}[{tp.partition}]: last stable offset {lso} stuck below the high "
+                    f"watermark {hw} for longer than the transaction timeout: a transaction there never got its "
+                    "markers (a hanging transaction; Kafka can skip markers after a quick broker restart). Find it "
+                    "with `kafka-transactions.sh find-hanging --broker-id <leader>` and abort it; see "
+                    "docs/operations.md, 'Hanging transactions'")
             time.sleep(0.05)
         window = 64
         consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
