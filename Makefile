@@ -29,7 +29,7 @@ test: $(STAMP) $(JARS)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check outbox relay migrations stack tests bench
+	$(BIN)/ruff check outbox relay migrations stack tests bench chaos demo
 	$(BIN)/mypy
 
 demo: $(STAMP) $(JARS)

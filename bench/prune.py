@@ -58,15 +58,15 @@ def _prepare(server_url: str, rows: int, pending: int) -> str:
 
     base, _, _ = server_url.rpartition("/")
     with psycopg.connect(_dsn(f"{base}/postgres"), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')  # type: ignore[arg-type]
-        c.execute(f'CREATE DATABASE "{DB}"')  # type: ignore[arg-type]
+        c.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{DB}"')
     url = f"{base}/{DB}"
     command.upgrade(alembic_config(url), "heads")
     t0 = time.monotonic()
     with psycopg.connect(_dsn(url), autocommit=True) as c:
         for lo in range(1, rows + 1, 100_000):
-            c.execute(LOAD, {"lo": lo, "hi": min(rows, lo + 99_999)})  # type: ignore[arg-type]
-        c.execute(PENDING, {"n": pending})  # type: ignore[arg-type]
+            c.execute(LOAD, {"lo": lo, "hi": min(rows, lo + 99_999)})
+        c.execute(PENDING, {"n": pending})
         hi = c.execute("SELECT max(id) FROM outbox.event WHERE published_at IS NOT NULL").fetchone()[0]  # type: ignore[index]
         c.execute("INSERT INTO outbox.subscription (consumer_group, topic) VALUES ('bench', 'orders')")
         c.execute("INSERT INTO outbox.reconcile_checkpoint (consumer_group, id_lo, id_hi, expected, acknowledged, "

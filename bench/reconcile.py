@@ -105,9 +105,9 @@ def plant(db_dsn: str, n: int, seed: int = 5) -> dict[str, set[int]]:
     rnd, keys = random.Random(seed), keys_for(n)
     ids: list[int] = []
     while len(ids) < 100:  # away from the edges (each key has a next seq), and no two plants touching
-        c = rnd.randrange(keys + 1, n - keys)
-        if all(abs(c - x) not in (0, keys) for x in ids):
-            ids.append(c)
+        cand = rnd.randrange(keys + 1, n - keys)
+        if all(abs(cand - x) not in (0, keys) for x in ids):
+            ids.append(cand)
     kinds = {"missing": ids[:40], "duplicated": ids[40:60], "out_of_order": ids[60:80], "stuck": ids[80:90],
              "unexpected": ids[90:]}
     with psycopg.connect(db_dsn) as c:

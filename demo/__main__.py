@@ -49,7 +49,7 @@ def prepare_databases(stack: Any) -> dict[str, str]:
 
 
 def create_topics(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futs = admin.create_topics([NewTopic(t, p, 1) for t, p in TOPICS.items()], operation_timeout=30)
