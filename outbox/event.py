@@ -18,6 +18,7 @@ from typing import Any
 
 from uuid_utils.compat import uuid7
 
+from outbox import config
 from outbox.envelope import RESERVED_NAMES, RESERVED_PREFIXES
 from outbox.errors import AttributeValueError, HeaderError, KeyError_, PayloadError, TopicError
 
@@ -42,6 +43,8 @@ def shard_for(topic: str, key: bytes | None, event_id: uuid.UUID, shards: int) -
 
 def is_json_content_type(content_type: str) -> bool:
     """``application/json`` or any ``+json`` suffix type (parameters such as charset ignored)."""
+    if content_type == JSON:  # the default: skip the parsing below
+        return True
     base = content_type.split(";", 1)[0].strip().lower()
     return base == JSON or base.endswith("+json")
 
@@ -73,7 +76,7 @@ def _check_text(name: str, value: object, *, optional: bool = False) -> None:
 
 
 def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
-    if headers is None:
+    if headers is None or (type(headers) is tuple and not headers):  # the default, without the ABC checks
         return ()
     if isinstance(headers, Mapping):
         items: list[Any] = list(headers.items())
@@ -131,9 +134,7 @@ class Event:
         check_topic(self.topic)
         _check_text("type", self.type)
         if self.source is None:
-            from outbox.config import settings
-
-            object.__setattr__(self, "source", settings().source)
+            object.__setattr__(self, "source", config.settings().source)
         _check_text("source", self.source)
         _check_text("subject", self.subject, optional=True)
         if self.key is not None and not isinstance(self.key, str | bytes):
@@ -153,12 +154,13 @@ class Event:
         if self.content_type is None:
             object.__setattr__(self, "content_type", OCTET_STREAM if isinstance(self.data, bytes) else JSON)
         _check_text("content_type", self.content_type)
-        if isinstance(self.data, bytes) and is_json_content_type(str(self.content_type)):
+        json_type = is_json_content_type(str(self.content_type))
+        if isinstance(self.data, bytes) and json_type:
             raise PayloadError(
                 f"data is bytes but content_type is {self.content_type!r}: pass the decoded object as data "
                 "(it is JSON-encoded for you), or give a non-JSON content_type"
             )
-        if not isinstance(self.data, bytes) and not is_json_content_type(str(self.content_type)):
+        if not isinstance(self.data, bytes) and not json_type:
             raise PayloadError(
                 f"content_type {self.content_type!r} needs bytes data; non-bytes data is JSON-encoded, "
                 "so use a JSON content type or encode the data yourself"

@@ -29,10 +29,14 @@ class Prepared:
     shard: int
 
 
+# Built once: ``json.dumps`` with non-default options constructs a new encoder on every call.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_data(data: Any) -> bytes:
     """Compact UTF-8 JSON, refusing what JSON or jsonb consumers cannot take."""
     try:
-        text = json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(data)
     except TypeError as exc:
         raise PayloadError(
             f"data is not JSON-serialisable: {exc}; convert such values first (e.g. datetime.isoformat(), "
@@ -80,6 +84,8 @@ def _find(data: Any, bad: Any, *, keys: bool = False, path: str = "$") -> str | 
 
 
 def _header_bytes(headers: Sequence[tuple[str, str | bytes]]) -> int:
+    if not headers:
+        return 0
     return sum(len(n.encode()) + len(v.encode() if isinstance(v, str) else v) for n, v in headers)
 
 
@@ -119,6 +125,8 @@ def prepare_one(event: Event, s: Settings) -> Prepared:
 def prepare(events: Iterable[Event], s: Settings) -> list[Prepared]:
     """Check and encode every event; raises before returning if any one is bad."""
     prepared = [prepare_one(e, s) for e in events]
+    if len(prepared) < 2:
+        return prepared
     ids = [p.event.id for p in prepared]
     if len(set(ids)) != len(ids):
         raise AttributeValueError("two events in one enqueue call share an id; event ids must be unique")

@@ -21,6 +21,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 from outbox.event import StoredEvent
@@ -92,6 +93,50 @@ def _sql(schema: str, single: bool) -> str:
     return (_ENQUEUE_ONE if single else _ENQUEUE).format(schema=f'"{schema}"')
 
 
+_CURSOR = "outbox.enqueue.cursor"
+
+
+def _observed(conn: sa.Connection) -> bool:
+    """Whether anything watches SQLAlchemy's statement execution on ``conn`` (event listeners, echo logging)."""
+    return bool(conn._has_events or conn.engine._has_events or conn.dialect._has_events or conn._echo)
+
+
+def _execute(conn: sa.Connection, sql: str, params: dict[str, Any]) -> Sequence[tuple[Any, ...]]:
+    """Run the enqueue statement in ``conn``'s transaction and return its rows.
+
+    With the sync psycopg driver and nothing observing SQLAlchemy's execution, the statement goes straight to a
+    psycopg cursor kept with the DBAPI connection (``info`` is cleared when that connection is replaced): ~55 µs
+    of client CPU less per call than ``exec_driver_sql`` (execution context, result object, a new cursor), on a
+    path taken once per business transaction (docs/decisions/003). SQLAlchemy's error handling is kept: a driver
+    error is wrapped as SQLAlchemy wraps it, a lost or interrupted connection invalidates ``conn``. Anything else
+    (listeners such as OpenTelemetry's, ``echo``, async drivers) takes ``exec_driver_sql``, so it sees the
+    statement as before.
+    """
+    fairy = conn.connection
+    dbapi_conn = fairy.dbapi_connection
+    if not isinstance(dbapi_conn, psycopg.Connection) or _observed(conn):
+        with translate_errors("enqueueing events"):
+            return conn.exec_driver_sql(sql, params).all()
+    cur = fairy.info.get(_CURSOR)
+    if cur is None or cur.closed or cur.connection is not dbapi_conn:
+        cur = fairy.info[_CURSOR] = dbapi_conn.cursor()
+    try:
+        cur.execute(sql, params)
+        return cur.fetchall()
+    except psycopg.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, dbapi_conn, cur)
+        if lost:
+            conn.invalidate(exc)
+        wrapped = sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=lost,
+                                             dialect=conn.dialect)
+        with translate_errors("enqueueing events"):
+            raise wrapped from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # interrupted mid-statement (Ctrl-C, cancelled): state unknown
+            conn.invalidate(exc)
+        raise
+
+
 def unlocked_sequences_for_tests(
     conn: sa.Connection, counts: KeyCounts, opts: dict[str, Any]
 ) -> dict[tuple[str, bytes], int]:
@@ -112,6 +157,8 @@ def insert_events(
     conn: sa.Connection, prepared: Sequence[Prepared], *, traceparent: str | None, schema: str
 ) -> list[StoredEvent]:
     """Assign key sequences and insert every event, in one statement. Never commits."""
+    if sequencer is None and len(prepared) == 1:
+        return [_insert_one(conn, prepared[0], traceparent=traceparent, schema=schema)]
     counts: KeyCounts = {}
     nth: list[int | None] = []
     for p in prepared:
@@ -124,37 +171,43 @@ def insert_events(
     if sequencer is not None:
         return _insert_with(sequencer, conn, prepared, counts=counts, nth=nth, traceparent=traceparent,
                             schema=schema)
-    if len(prepared) == 1:
-        p = prepared[0]
-        e = p.event
-        params: dict[str, Any] = {
-            "event_id": e.id, "topic": e.topic, "key": p.key, "shard": p.shard, "payload": p.payload,
-            "content_type": e.content_type, "type": e.type, "source": e.source, "subject": e.subject,
-            "time": e.time, "headers": json.dumps(p.headers), "traceparent": traceparent,
-        }
-    else:
-        params = {
-            "event_id": [p.event.id for p in prepared],
-            "topic": [p.event.topic for p in prepared],
-            "key": [p.key for p in prepared],
-            "shard": [p.shard for p in prepared],
-            "payload": [p.payload for p in prepared],
-            "content_type": [p.event.content_type for p in prepared],
-            "type": [p.event.type for p in prepared],
-            "source": [p.event.source for p in prepared],
-            "subject": [p.event.subject for p in prepared],
-            "time": [p.event.time for p in prepared],
-            "headers": [json.dumps(p.headers) for p in prepared],
-            "n": [None if p.key is None else counts[(p.event.topic, p.key)] for p in prepared],
-            "nth": nth,
-            "traceparent": traceparent,
-        }
-    with translate_errors("enqueueing events"):
-        rows = conn.exec_driver_sql(_sql(schema, len(prepared) == 1), params).all()
+    params = {
+        "event_id": [p.event.id for p in prepared],
+        "topic": [p.event.topic for p in prepared],
+        "key": [p.key for p in prepared],
+        "shard": [p.shard for p in prepared],
+        "payload": [p.payload for p in prepared],
+        "content_type": [p.event.content_type for p in prepared],
+        "type": [p.event.type for p in prepared],
+        "source": [p.event.source for p in prepared],
+        "subject": [p.event.subject for p in prepared],
+        "time": [p.event.time for p in prepared],
+        "headers": [_headers_json(p) for p in prepared],
+        "n": [None if p.key is None else counts[(p.event.topic, p.key)] for p in prepared],
+        "nth": nth,
+        "traceparent": traceparent,
+    }
+    rows = _execute(conn, _sql(schema, False), params)
     return [
         StoredEvent(id=r[0], event_id=p.event.id, topic=p.event.topic, key=p.key, key_seq=r[1], shard=p.shard)
         for p, r in zip(prepared, rows, strict=True)
     ]
+
+
+def _insert_one(conn: sa.Connection, p: Prepared, *, traceparent: str | None, schema: str) -> StoredEvent:
+    """The hot path, one event per call: scalar parameters, one row back."""
+    e = p.event
+    params = {
+        "event_id": e.id, "topic": e.topic, "key": p.key, "shard": p.shard, "payload": p.payload,
+        "content_type": e.content_type, "type": e.type, "source": e.source, "subject": e.subject,
+        "time": e.time, "headers": _headers_json(p), "traceparent": traceparent,
+    }
+    ((row_id, key_seq),) = _execute(conn, _sql(schema, True), params)
+    return StoredEvent(id=row_id, event_id=e.id, topic=e.topic, key=p.key, key_seq=key_seq, shard=p.shard)
+
+
+def _headers_json(p: Prepared) -> str:
+    return json.dumps(p.headers) if p.headers else "[]"
 
 
 def _insert_with(
