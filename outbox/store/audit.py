@@ -185,12 +185,14 @@ def out_of_order(conn: sa.Connection, schema: str, group: str, lo: int, hi: int,
     Reads ``ix_inbox_group_key_order`` presorted, so no sort of the whole inbox is needed.
     """
     # Only columns of the index in the window (an index-only scan); event ids are fetched for the few listed.
+    # At least one row even with cap 0: it carries the total (the caller names at most ``cap``).
     sql = (f"SELECT w.total, w.outbox_id, w.topic, w.key, w.key_seq, w.after_seq, i.event_id FROM ("
            "SELECT count(*) OVER () AS total, * FROM (SELECT id, outbox_id, topic, key, key_seq, "
            "max(key_seq) OVER (PARTITION BY topic, key ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND "
            "1 PRECEDING) AS after_seq "
            f"FROM {_q(schema, 'inbox')} WHERE consumer_group = :g AND key IS NOT NULL "
-           "AND outbox_id BETWEEN :lo AND :hi) v WHERE key_seq < after_seq ORDER BY outbox_id LIMIT :cap) w "
+           "AND outbox_id BETWEEN :lo AND :hi) v WHERE key_seq < after_seq ORDER BY outbox_id "
+           "LIMIT greatest(:cap, 1)) w "
            f"JOIN {_q(schema, 'inbox')} i ON i.id = w.id ORDER BY w.outbox_id")
     rows = _rows(conn, f"checking the ack order of {group!r}", sql, g=group, lo=lo, hi=hi, cap=cap)
     return (int(rows[0].total) if rows else 0), rows

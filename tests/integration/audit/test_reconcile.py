@@ -104,6 +104,8 @@ def test_a_reordering_is_out_of_order(scenario: Scenario) -> None:
         assert named(r, g, Kind.OUT_OF_ORDER) == [str(late[0].event_id)]
     [f] = [f for f in r.groups[0].findings if f.kind is Kind.OUT_OF_ORDER]
     assert f.key == "order-2" and f.key_seq == 11 and f.detail == "acknowledged after seq 12"
+    unnamed = scenario.reconcile(cap=0)  # counts stay exact when no event is named
+    assert counts(unnamed, "billing")["out_of_order"] == 1 and not unnamed.groups[0].findings
 
 
 def test_a_stuck_row_is_stuck(scenario: Scenario) -> None:
