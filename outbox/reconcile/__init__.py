@@ -11,7 +11,7 @@ See docs/auditors.md for what the report shows and how to read it.
 
 from outbox.reconcile.compare import Progress, reconcile
 from outbox.reconcile.html import render_html
-from outbox.reconcile.model import Finding, GroupReport, Kind, Report, Verdict, Window, verdict_line
+from outbox.reconcile.model import Finding, GroupReport, Kind, Replay, Report, Verdict, Window, verdict_line
 from outbox.reconcile.render import print_report
 from outbox.reconcile.scope import ConsumerDatabase, Options
 from outbox.reconcile.signing import Verification, content_hash, seal, verify
@@ -25,6 +25,7 @@ __all__ = [
     "Kind",
     "Options",
     "Progress",
+    "Replay",
     "Report",
     "Verdict",
     "Verification",

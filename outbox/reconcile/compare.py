@@ -4,10 +4,10 @@
    events published after ``now - grace`` are in flight, unpublished ones older than ``now - stuck_after`` are
    stuck.
 2. In parallel (``jobs`` connections), single-pass aggregates inside Postgres: the outbox side per
-   (topic, id bucket, state) and each group's inbox per id bucket, plus the order check, the copies and the
-   dead letters. The two sides may be different databases; only the small digests travel.
-3. Per group, compare expected vs acknowledged digests per bucket; drill only into buckets that differ
-   (:mod:`outbox.reconcile.drill`).
+   (topic, id bucket, state) and each group's inbox per id bucket, plus the order check, the copies (duplicated
+   or replayed) and the dead letters. The two sides may be different databases; only the small digests travel.
+3. Per group, compare expected vs acknowledged digests per bucket, corrected for audited replays
+   (:mod:`outbox.reconcile.replays`); drill only into buckets that differ (:mod:`outbox.reconcile.drill`).
 4. Build the :class:`~outbox.reconcile.model.Report`; optionally record checkpoints of proven ranges.
 """
 
@@ -28,9 +28,10 @@ from outbox.errors import OutboxError, ReconcileError
 from outbox.reconcile import checkpoint, signing
 from outbox.reconcile.drill import Digests, Scope, Tally, drill_bucket
 from outbox.reconcile.model import Finding, GroupReport, Kind, Report
+from outbox.reconcile.replays import Replays, bucket_fixes, fold_copies
 from outbox.reconcile.scope import ConsumerDatabase, Groups, Options, chunks, discover_groups, resolve_window
 from outbox.store import audit as store
-from outbox.store import translate_errors
+from outbox.store import audit_copies, translate_errors
 
 
 class Progress(Protocol):
@@ -121,6 +122,7 @@ class _Run:
         self.t1 = max(self.win.now.timestamp() + 1, self.t0 + 1)
         self.step = max(1, -(-(self.hi - self.lo + 1) // CHART_SAMPLE))
         groups = discover_groups(dbs, self.o.groups)
+        self.replays = Replays.load(self.producer, self.schema, self.lo, self.hi)
         with ThreadPoolExecutor(max_workers=self.o.jobs, thread_name_prefix="reconcile") as pool:
             self._gather(pool, "digests", self._digest_tasks(groups))
             for cells in self.results.get(("outbox", None), []):
@@ -150,6 +152,10 @@ class _Run:
         scan = {"bits": o.bucket_bits, "algo": o.algorithm}
         tasks: list[Task] = [(("order", g), db.engine, store.out_of_order, (db.schema, g, lo, hi), {"cap": o.cap})
                              for g, (db, _t) in groups.items()]
+        # Copies next: after a large replay they are the second longest piece.
+        tasks += [(("copies", g), db.engine, audit_copies.copies, (db.schema, g, lo, hi),
+                   {"audits": self.replays.audits, "cap": o.cap, "bits": o.sub_bits, "algo": o.algorithm})
+                  for g, (db, _t) in groups.items()]
         tasks += [(("outbox", None), self.producer, store.outbox_cells, (sch, a, z),
                    {"cutoff": win.cutoff, "stuck_before": win.stuck_before, **scan})
                   for a, z in chunks(lo, hi, o.jobs)]
@@ -159,8 +165,7 @@ class _Run:
             args = (db.schema, g, lo, hi)
             tasks += [(("acks", g), db.engine, store.ack_cells, (db.schema, g, a, z), scan)
                       for a, z in chunks(lo, hi, o.jobs)]
-            tasks += [(("copies", g), db.engine, store.copies, args, {"cap": o.cap}),
-                      (("latency", g), db.engine, store.ack_chart, args, {"step": self.step})]
+            tasks += [(("latency", g), db.engine, store.ack_chart, args, {"step": self.step})]
         return tasks
 
     def _listing_tasks(self, groups: Groups, compared: dict[str, Compared]) -> list[Task]:
@@ -177,6 +182,10 @@ class _Run:
             if compared[g][3]:
                 tasks.append((("dead", g), db.engine, store.consumer_dead, (db.schema, g, lo, hi), {"cap": o.cap}))
         return tasks
+
+    def _fixes(self, g: str) -> dict[int, int]:  # sub-bucket -> digest correction of the group's replayed acks
+        copies: audit_copies.Copies = self.results[("copies", g)][0]
+        return copies.fixes
 
     def _compare(self, g: str, topics: tuple[str, ...]) -> Compared:
         """Expected vs acknowledged digests per bucket, the buckets that differ, dead letters, latency bins."""
@@ -198,6 +207,9 @@ class _Run:
             for lb, n in cells:
                 if lb is not None:
                     lat[int(lb)] += n * self.step
+        for b, x in bucket_fixes(self._fixes(g), self.o.bucket_bits - self.o.sub_bits).items():
+            if b in acks:  # replayed acknowledgements, moved to the position the outbox records
+                acks[b][1] ^= x
         e = {b: (v[0], v[1]) for b, v in expected.items()}
         a = {b: (v[0], v[1]) for b, v in acks.items()}
         return e, a, sorted(b for b in set(e) | set(a) if e.get(b) != a.get(b)), dead, lat
@@ -209,7 +221,8 @@ class _Run:
         with self.producer.connect() as c:  # checkpoints live beside the outbox, where pruning happens
             ranges = tuple(store.checkpoint_ranges(c, self.schema, g))
         scope = Scope(self.producer, db.engine, self.schema, db.schema, g, frozenset(topics), self.lo, self.hi,
-                      o.bucket_bits, o.sub_bits, o.algorithm, self.win.cutoff, self.win.stuck_before, ranges)
+                      o.bucket_bits, o.sub_bits, o.algorithm, self.win.cutoff, self.win.stuck_before, ranges,
+                      self.replays.covering, self._fixes(g))
         # Buckets are drilled in parallel, each into its own tally, merged in bucket order (deterministic names).
         futs = [pool.submit(_drill, scope, b, expected.get(b, (0, 0)), acks.get(b, (0, 0)), o.cap) for b in differ]
         for f in futs:
@@ -217,14 +230,10 @@ class _Run:
             self.progress.advance()
         r = self.results
         ooo_n, ooo_rows = r[("order", g)][0]
-        copy_n, copy_rows = r[("copies", g)][0]
         for x in ooo_rows:
             tally.add(Kind.OUT_OF_ORDER, Finding.of(Kind.OUT_OF_ORDER, x, f"acknowledged after seq {x.after_seq}"), n=0)
         tally.counts[Kind.OUT_OF_ORDER] += ooo_n
-        for x in copy_rows:
-            tally.add(Kind.DUPLICATED, Finding.of(Kind.DUPLICATED, x, f"acknowledged from {x.ack_partition}@"
-                                                  f"{x.ack_offset}, received again from {', '.join(x.other)}"), n=0)
-        tally.counts[Kind.DUPLICATED] += copy_n
+        fold_copies(tally, r[("copies", g)][0])
         for x in _one(r, ("stuck", None)):
             if x.topic in ts:
                 tally.add(Kind.STUCK, Finding.of(Kind.STUCK, x, _stuck_detail(x, self.win.now), id_attr="id"), n=0)
@@ -242,7 +251,8 @@ class _Run:
         missing = tally.counts[Kind.MISSING]
         rep = GroupReport(
             group=g, database=db.label, topics=topics, expected=exp_n, acknowledged=exp_n - missing, missing=missing,
-            duplicated=tally.counts[Kind.DUPLICATED], out_of_order=tally.counts[Kind.OUT_OF_ORDER],
+            duplicated=tally.counts[Kind.DUPLICATED], replayed=tally.counts[Kind.REPLAYED],
+            out_of_order=tally.counts[Kind.OUT_OF_ORDER],
             stuck=self.outbox.count(topics, "stuck"), dead_lettered=consumer_dead + self.outbox.count(topics, "dead"),
             unexpected=tally.counts[Kind.UNEXPECTED],
             in_flight=self.outbox.count(topics, "inflight") + self.outbox.count(topics, "pending"),
@@ -273,7 +283,7 @@ class _Run:
             in_flight=ob.count(all_topics, "inflight") + ob.count(all_topics, "pending"),
             outbox_findings=tuple(findings), backlog=tuple(backlog),
             publish_latency_ms=tuple(sorted(ob.latency.items())), chart_step=self.step, notes=tuple(self.notes),
-            elapsed_s=time.monotonic() - started,
+            elapsed_s=time.monotonic() - started, replays=self.replays.report(),
         )
 
 

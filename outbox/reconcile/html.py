@@ -12,7 +12,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from outbox.reconcile.render import COLUMNS, latency_label, percentile
+from outbox.reconcile.render import COLUMNS, latency_label, percentile, replay_lines
 
 W, H, PAD = 720, 260, 48
 COLORS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#718096")
@@ -92,7 +92,8 @@ FINDING_HEAD = "".join(f"<th>{c}</th>" for c in ("group", "kind", "outbox id", "
 def _group_rows(d: dict[str, Any]) -> str:
     rows = []
     for g in d["groups"]:
-        cells = "".join(f'<td class="n{" bad" if g[c] and c in BAD else ""}">{g[c]:,}</td>' for c in COLUMNS)
+        cells = "".join(f'<td class="n{" bad" if g.get(c) and c in BAD else ""}">{g.get(c, 0):,}</td>'
+                        for c in COLUMNS)
         lat = g["delivery_latency_ms"]
         ok = g["verdict"] == "proven"
         verdict = '<span class="ok">proven</span>' if ok else '<span class="bad">discrepancies</span>'
@@ -107,13 +108,23 @@ def _findings(d: dict[str, Any]) -> str:
     findings = [(g["group"], f) for g in d["groups"] for f in g["findings"]]
     findings += [("(outbox)", f) for f in d["outbox_findings"]]
     if not findings:
-        return "<p>None: nothing is missing, duplicated, out of order, stuck, unexpected or dead-lettered.</p>"
+        return ("<p>None: nothing is missing, duplicated, out of order, stuck, unexpected, dead-lettered or "
+                "replayed.</p>")
     rows = "".join(
         f"<tr><td>{escape(g)}</td><td>{escape(f['kind'])}</td><td>{f['outbox_id']}</td>"
         f"<td><code>{escape(f['event_id'] or '')}</code></td><td>{escape(f['topic'] or '')}</td>"
         f"<td>{escape(f['key'] or '')}</td><td>{'' if f['key_seq'] is None else f['key_seq']}</td>"
         f"<td>{escape(f['detail'])}</td></tr>" for g, f in findings)
     return f"<table><tr>{FINDING_HEAD}</tr>{rows}</table>"
+
+
+def _replays(d: dict[str, Any]) -> str:
+    lines = replay_lines(d)
+    if not lines:
+        return "<p>No replay re-queued events of this window.</p>"
+    return (f"<ul>{''.join(f'<li>{escape(x)}</li>' for x in lines)}</ul><p>An event received again from the position "
+            "its replay re-published it at is counted as <em>replayed</em>: an audited re-publication by an operator "
+            "(<code>outbox replay</code>, recorded in <code>replay_audit</code>), not a discrepancy.</p>")
 
 
 def _checkpoints(d: dict[str, Any]) -> str:
@@ -164,6 +175,7 @@ in {d['elapsed_s']:.2f}s. {_window(d)}</p>
 {t['relay_dead_lettered']:,} dead-lettered by the relay.</p>
 <h2>Charts</h2>{_sampling(d)}{latency_svg(series)}<br>{backlog_svg(d['charts']['backlog'])}
 <h2>Named events</h2>{_findings(d)}
+<h2>Replays</h2>{_replays(d)}
 <h2>Checkpoints</h2>{_checkpoints(d)}
 <h2>Integrity</h2><p>Content SHA-256 <code>{escape(str(integ.get('content_sha256')))}</code>; {sig}.
 Verify the JSON below (saved as <code>report.json</code>) with <code>outbox verify report.json</code>;

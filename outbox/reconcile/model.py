@@ -2,6 +2,10 @@
 
 The JSON form (:meth:`Report.to_dict`) is the canonical report: it is what is hashed and signed, and the
 terminal and HTML renderers read it, so every output says exactly what the signed JSON says.
+
+Format v2 (this one) adds audited replays: a ``replayed`` count per group and in the totals, findings of kind
+``replayed`` naming their ``replay_audits``, and the ``replays`` section. A v1 report counted a copy received
+because of a replay as ``duplicated``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-REPORT_FORMAT = "kafka-outbox/reconcile-report/v1"
+REPORT_FORMAT = "kafka-outbox/reconcile-report/v2"
 
 
 class Verdict(Enum):
@@ -31,6 +35,7 @@ class Kind(Enum):
     STUCK = "stuck"                # still unpublished after the stuck SLO
     UNEXPECTED = "unexpected"      # an acknowledgement that matches no expected event
     DEAD_LETTERED = "dead_lettered"  # parked with its reason (relay DLQ or consumer handler): recorded, not lost
+    REPLAYED = "replayed"          # received from a second position that an operator's audited replay explains
 
 
 DISCREPANCIES = (Kind.MISSING, Kind.DUPLICATED, Kind.OUT_OF_ORDER, Kind.STUCK, Kind.UNEXPECTED)
@@ -55,17 +60,25 @@ class Finding:
     key: str | None
     key_seq: int | None
     detail: str
+    replay_audits: tuple[int, ...] = ()  # the replay_audit ids covering the event (replayed findings)
 
     @classmethod
-    def of(cls, kind: Kind, row: Any, detail: str, id_attr: str = "outbox_id") -> Finding:
+    def of(cls, kind: Kind, row: Any, detail: str, id_attr: str = "outbox_id",
+           replay_audits: tuple[int, ...] = ()) -> Finding:
         oid = getattr(row, id_attr, None)
         return cls(kind=kind, outbox_id=None if oid is None else int(oid),
                    event_id=None if row.event_id is None else str(row.event_id), topic=row.topic,
-                   key=key_text(row.key), key_seq=row.key_seq, detail=detail)
+                   key=key_text(row.key), key_seq=row.key_seq, detail=detail, replay_audits=replay_audits)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "outbox_id": self.outbox_id, "event_id": self.event_id,
-                "topic": self.topic, "key": self.key, "key_seq": self.key_seq, "detail": self.detail}
+        d = {"kind": self.kind.value, "outbox_id": self.outbox_id, "event_id": self.event_id,
+             "topic": self.topic, "key": self.key, "key_seq": self.key_seq, "detail": self.detail}
+        return d | {"replay_audits": list(self.replay_audits)} if self.replay_audits else d
+
+
+def replays_text(audit_ids: tuple[int, ...]) -> str:
+    """``replay #7`` or ``replays #7, #9``: the replay_audit ids, as findings name them."""
+    return ("replay " if len(audit_ids) == 1 else "replays ") + ", ".join(f"#{a}" for a in audit_ids)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -90,6 +103,25 @@ class Window:
                 "cutoff": iso(self.cutoff), "stuck_before": iso(self.stuck_before)}
 
 
+REPLAY_RUNS_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Replay:
+    """An operator's replay (a ``replay_audit`` row) that re-queued ids inside the window."""
+
+    audit_id: int
+    actor: str
+    created_at: datetime
+    event_count: int  # rows the replay re-queued in all (inside and outside the window)
+    runs: tuple[tuple[int, int], ...]  # its replayed id runs inside the window, ascending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"audit_id": self.audit_id, "actor": self.actor, "created_at": iso(self.created_at),
+                "event_count": self.event_count, "ids_in_window": sum(b - a + 1 for a, b in self.runs),
+                "id_runs_total": len(self.runs), "id_runs": [[a, b] for a, b in self.runs[:REPLAY_RUNS_LISTED]]}
+
+
 @dataclass(frozen=True)
 class GroupReport:
     group: str
@@ -107,6 +139,7 @@ class GroupReport:
     findings: tuple[Finding, ...]
     latency_ms: tuple[tuple[int, int], ...]  # (log2 bin k: [2^k, 2^(k+1)) ms, count)
     checkpoint: dict[str, Any] | None = None
+    replayed: int = 0  # received again from a position an audited replay explains: not a discrepancy
 
     @property
     def verdict(self) -> Verdict:
@@ -117,9 +150,10 @@ class GroupReport:
         return {
             "group": self.group, "database": self.database, "topics": list(self.topics),
             "verdict": self.verdict.value, "expected": self.expected, "acknowledged": self.acknowledged,
-            "missing": self.missing, "duplicated": self.duplicated, "out_of_order": self.out_of_order,
-            "stuck": self.stuck, "dead_lettered": self.dead_lettered, "unexpected": self.unexpected,
-            "in_flight": self.in_flight, "findings": [f.to_dict() for f in self.findings],
+            "missing": self.missing, "duplicated": self.duplicated, "replayed": self.replayed,
+            "out_of_order": self.out_of_order, "stuck": self.stuck, "dead_lettered": self.dead_lettered,
+            "unexpected": self.unexpected, "in_flight": self.in_flight,
+            "findings": [f.to_dict() for f in self.findings],
             "delivery_latency_ms": [[k, n] for k, n in self.latency_ms], "checkpoint": self.checkpoint,
         }
 
@@ -142,6 +176,7 @@ class Report:
     elapsed_s: float
     chart_step: int = 1  # charts use every chart_step-th id of the window (counts scaled back)
     notes: tuple[str, ...] = field(default=())
+    replays: tuple[Replay, ...] = field(default=())
 
     @property
     def verdict(self) -> Verdict:
@@ -155,11 +190,12 @@ class Report:
             "digest": {"algorithm": self.algorithm, "bucket_bits": self.bucket_bits},
             "verdict": self.verdict.value, "events": self.events,
             "totals": {k: sum(getattr(g, k) for g in self.groups) for k in
-                       ("expected", "acknowledged", "missing", "duplicated", "out_of_order", "unexpected",
-                        "dead_lettered")} | {"stuck": self.stuck, "relay_dead_lettered": self.relay_dead_lettered,
-                                             "in_flight": self.in_flight},
+                       ("expected", "acknowledged", "missing", "duplicated", "replayed", "out_of_order",
+                        "unexpected", "dead_lettered")}
+            | {"stuck": self.stuck, "relay_dead_lettered": self.relay_dead_lettered, "in_flight": self.in_flight},
             "groups": [g.to_dict() for g in self.groups],
             "outbox_findings": [f.to_dict() for f in self.outbox_findings],
+            "replays": [r.to_dict() for r in self.replays],
             "charts": {"sample_step": self.chart_step, "backlog": [list(b) for b in self.backlog],
                        "publish_latency_ms": [[k, n] for k, n in self.publish_latency_ms]},
             "elapsed_s": round(self.elapsed_s, 3), "notes": list(self.notes),
@@ -174,8 +210,9 @@ def verdict_line(d: dict[str, Any]) -> str:
     groups = f"{n} consumer group{'s' if n != 1 else ''}"
     head = f"{d['events']:,} events, {groups}, {t['missing']} missing, {t['duplicated']} duplicated, " \
            f"{t['out_of_order']} out of order"
+    replayed = f", {t['replayed']:,} replayed (audited)" if t.get("replayed") else ""
     if d["verdict"] == Verdict.PROVEN.value:
         tail = f", {t['dead_lettered'] + t['relay_dead_lettered']} dead-lettered (recorded)" \
             if t["dead_lettered"] + t["relay_dead_lettered"] else ""
-        return f"verdict: zero loss proven — {head}{tail}"
-    return f"verdict: DISCREPANCIES — {head}, {t['stuck']} stuck, {t['unexpected']} unexpected"
+        return f"verdict: zero loss proven — {head}{replayed}{tail}"
+    return f"verdict: DISCREPANCIES — {head}, {t['stuck']} stuck, {t['unexpected']} unexpected{replayed}"

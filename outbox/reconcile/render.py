@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-COLUMNS = ("expected", "acknowledged", "missing", "duplicated", "out_of_order", "stuck", "dead_lettered",
-           "unexpected", "in_flight")
+COLUMNS = ("expected", "acknowledged", "missing", "duplicated", "replayed", "out_of_order", "stuck",
+           "dead_lettered", "unexpected", "in_flight")
 BAD = {"missing", "duplicated", "out_of_order", "stuck", "unexpected"}
 SHOW_FINDINGS = 20
 
@@ -42,7 +42,8 @@ def summary_table(d: dict[str, Any]) -> Table:
         t.add_column(Text(g["group"]), justify="right")
     t.add_row("topics", *(Text(", ".join(g["topics"])) for g in d["groups"]))
     for c in COLUMNS:
-        t.add_row(c.replace("_", " "), *(f"[red]{g[c]:,}[/red]" if c in BAD and g[c] else f"{g[c]:,}"
+        # .get: a v1 report (before replays were told apart) has no "replayed"
+        t.add_row(c.replace("_", " "), *(f"[red]{g[c]:,}[/red]" if c in BAD and g[c] else f"{g.get(c, 0):,}"
                                           for g in d["groups"]))
     t.add_row("latency p50 / p99", *(f"{percentile(g['delivery_latency_ms'], .5)} / "
                                      f"{percentile(g['delivery_latency_ms'], .99)}" for g in d["groups"]))
@@ -56,6 +57,7 @@ def findings_table(d: dict[str, Any]) -> Table | None:
     rows += [("(outbox)", f) for f in d["outbox_findings"] if not any(f == x for _g, x in rows)]
     if not rows:
         return None
+    rows.sort(key=lambda r: r[1]["kind"] not in BAD)  # discrepancies first; replayed/dead-lettered only inform
     t = Table(title="named events (the JSON report lists up to the cap per kind)", title_justify="left")
     for c in ("group", "kind", "outbox id", "event id", "topic", "key", "seq", "detail"):
         t.add_column(c, overflow="fold")
@@ -65,6 +67,19 @@ def findings_table(d: dict[str, Any]) -> Table | None:
     if len(rows) > SHOW_FINDINGS:
         t.caption = f"… {len(rows) - SHOW_FINDINGS} more in --format json / --html"
     return t
+
+
+def replay_lines(d: dict[str, Any]) -> list[str]:
+    """One line per audited replay that re-queued ids of the window (the report's ``replays`` section)."""
+    out = []
+    for r in d.get("replays", []):
+        runs = ", ".join(f"{a}..{b}" if a != b else str(a) for a, b in r["id_runs"])
+        left = r["id_runs_total"] - len(r["id_runs"])
+        more = f" and {left:,} more runs" if left > 0 else ""
+        out.append(f"replay #{r['audit_id']} by {r['actor']} at {r['created_at']}: {r['ids_in_window']:,} of its "
+                   f"{r['event_count']:,} re-queued events in this window (ids {runs}{more}); the copies it caused "
+                   "count as replayed, not duplicated")
+    return out
 
 
 def print_report(d: dict[str, Any], console: Console | None = None, before_verdict: Sequence[str] = ()) -> None:
@@ -83,6 +98,8 @@ def print_report(d: dict[str, Any], console: Console | None = None, before_verdi
     t = d["totals"]
     con.print(f"outbox: {d['events']:,} events expected, {t['in_flight']:,} in flight, {t['stuck']:,} stuck, "
               f"{t['relay_dead_lettered']:,} dead-lettered by the relay")
+    for line in replay_lines(d):
+        con.print(Text(line))
     for g in d["groups"]:
         if g.get("checkpoint"):
             c = g["checkpoint"]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from outbox.errors import OutboxError, ReconcileError
 from outbox.reconcile.model import key_text
 from outbox.store import audit as store
+from outbox.store import audit_copies
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,12 @@ def trace(ident: str, producer: sa.Engine, schema: str,
     try:
         with producer.connect() as c:
             row = store.trace_event(c, schema, eid, oid)
+            replays = audit_copies.replay_audits(c, schema, row.id, row.id) if row is not None else []
         ev = None
         if row is not None:
             ev = {k: _iso(v) for k, v in row._mapping.items()}
             ev["event_id"], ev["key"] = str(row.event_id), key_text(row.key)
+            ev["replays"] = [{"audit_id": a.id, "actor": a.actor, "created_at": _iso(a.created_at)} for a in replays]
             eid = row.event_id
         acks: list[dict[str, Any]] = []
         if eid is not None:

@@ -33,12 +33,21 @@ def print_journey(j: Journey, console: Console | None = None) -> None:
         else:
             err = f"; last error: {e['last_error']}" if e["last_error"] else ""
             con.print(f"  [yellow]not published yet[/yellow] ({e['attempts']} attempt(s){err})")
+    replays = (j.event or {}).get("replays") or []
+    for r in replays:
+        con.print(f"  replayed     by replay #{r['audit_id']} ({escape(str(r['actor']))}, {r['created_at']}): "
+                  "re-queued and published again, same event id")
     if not j.acknowledgements:
         con.print("  acknowledged by no consumer group (in the databases searched)")
     for a in map(_safe, j.acknowledgements):
         state = "processed" if a["outcome"] == "processed" else f"[red]dead-lettered[/red] after {a['attempts']} " \
             f"attempts: {a['error']}"
-        copies = f"; [red]also received from {', '.join(a['copies'])}[/red]" if a.get("copies") else ""
+        copies = ""
+        if a.get("copies"):
+            # 1 + (number of replays) copies are accounted for (docs/decisions/022); more is a duplicate
+            color = "yellow" if len(a["copies"]) <= len(replays) else "red"
+            why = " (the replay's copy)" if color == "yellow" else ""
+            copies = f"; [{color}]also received from {', '.join(a['copies'])}{why}[/{color}]"
         con.print(f"  acknowledged by {a['consumer_group']} at {a['processed_at'] or a['received_at']} "
                   f"(from partition {a['kafka_partition']} offset {a['kafka_offset']}): {state}{copies}")
 

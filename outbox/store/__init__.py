@@ -4,6 +4,7 @@
 * ``store.relay``     claim, mark, dead-letter, leases, instances, status
 * ``store.inbox``     consumer-side acknowledgements (inbox rows) and subscriptions
 * ``store.audit``     reconciler digests, drill-down, checkpoints, trace
+* ``store.audit_copies`` reconciler: copies from other Kafka positions, audited replays
 * ``store.ops``       replay, DLQ management, prune
 
 Driver errors are translated here, once, by :func:`translate_errors`.

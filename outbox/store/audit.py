@@ -1,4 +1,4 @@
-"""The reconciler's SQL: bucketed digests, drill-down rows, order/duplicate/stuck/dead queries, checkpoints.
+"""The reconciler's SQL: bucketed digests, drill-down rows, order/stuck/dead queries, checkpoints, trace.
 
 Everything heavy is a single-pass aggregate computed *inside* Postgres (docs/decisions/020-reconciler-digests.md):
 per id bucket ``count(*)`` and ``bit_xor`` of a 64-bit row hash, on the outbox side (``event``) and on each
@@ -8,6 +8,9 @@ acknowledgement of the wrong event, or of a copy at another position, changes th
 
 Two hash functions: ``hash`` (Postgres's built-in ``uuid_hash_extended``/``hashint8extended``, fast; identical
 on every server of the same byte order) and ``md5`` (portable anywhere, about 2x slower).
+
+Copies received from other Kafka positions, and the replays that explain them, are in
+:mod:`outbox.store.audit_copies`.
 """
 
 from __future__ import annotations
@@ -169,9 +172,10 @@ def expected_rows(conn: sa.Connection, schema: str, lo: int, hi: int, *, cutoff:
 
 
 def ack_rows(conn: sa.Connection, schema: str, group: str, lo: int, hi: int) -> list[Any]:
+    """The group's acknowledgements of ids [lo, hi], each with the other positions it was received from."""
     sql = (f"SELECT i.outbox_id, i.event_id, i.topic, i.key, i.key_seq, i.kafka_partition, i.kafka_offset, "
-           f"EXISTS (SELECT 1 FROM {_q(schema, 'inbox_redelivery')} r WHERE r.consumer_group = i.consumer_group "
-           "AND r.event_id = i.event_id) AS has_copy "
+           f"ARRAY(SELECT r.kafka_partition || '@' || r.kafka_offset FROM {_q(schema, 'inbox_redelivery')} r "
+           "WHERE r.consumer_group = i.consumer_group AND r.event_id = i.event_id ORDER BY r.id) AS copies "
            f"FROM {_q(schema, 'inbox')} i WHERE i.consumer_group = :g AND i.outbox_id BETWEEN :lo AND :hi "
            "ORDER BY i.outbox_id, i.id")
     return _rows(conn, "listing inbox rows", sql, g=group, lo=lo, hi=hi)
@@ -195,20 +199,6 @@ def out_of_order(conn: sa.Connection, schema: str, group: str, lo: int, hi: int,
            "LIMIT greatest(:cap, 1)) w "
            f"JOIN {_q(schema, 'inbox')} i ON i.id = w.id ORDER BY w.outbox_id")
     rows = _rows(conn, f"checking the ack order of {group!r}", sql, g=group, lo=lo, hi=hi, cap=cap)
-    return (int(rows[0].total) if rows else 0), rows
-
-
-def copies(conn: sa.Connection, schema: str, group: str, lo: int, hi: int, *, cap: int
-           ) -> tuple[int, list[Any]]:
-    """Events of the window that this group received again from another Kafka position (published twice)."""
-    sql = (f"SELECT count(*) OVER () AS total, i.outbox_id, i.event_id, i.topic, i.key, i.key_seq, "
-           "i.kafka_partition AS ack_partition, i.kafka_offset AS ack_offset, "
-           "array_agg(r.kafka_partition || '@' || r.kafka_offset ORDER BY r.id) AS other "
-           f"FROM {_q(schema, 'inbox_redelivery')} r JOIN {_q(schema, 'inbox')} i "
-           "ON i.consumer_group = r.consumer_group AND i.event_id = r.event_id "
-           "WHERE r.consumer_group = :g AND i.outbox_id BETWEEN :lo AND :hi "
-           "GROUP BY i.id ORDER BY i.outbox_id LIMIT :cap")
-    rows = _rows(conn, f"reading duplicate copies of {group!r}", sql, g=group, lo=lo, hi=hi, cap=cap)
     return (int(rows[0].total) if rows else 0), rows
 
 

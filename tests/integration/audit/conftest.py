@@ -14,6 +14,7 @@ from outbox.inbox import Inbox
 from outbox.reconcile import ConsumerDatabase, Options, Report, reconcile
 from stack.env import Stack
 from tests.integration.audit.helpers import publish_pending, write_orders
+from tests.integration.relay.conftest import relay_env, relays  # noqa: F401 - re-exported fixtures (replay tests)
 
 EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS public.effect (event_id uuid PRIMARY KEY, grp text NOT NULL)"
 

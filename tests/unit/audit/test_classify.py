@@ -16,15 +16,17 @@ def out(i: int, state: str = "settled", topic: str = "orders", part: int | None 
                kafka_offset=i if off is None else off, state=state)
 
 
-def ack(i: int, *, off: int | None = None, eid: int | None = None, seq: int | None = None, copy: bool = False) -> Row:
+def ack(i: int, *, off: int | None = None, eid: int | None = None, seq: int | None = None,
+        copies: tuple[str, ...] = ()) -> Row:
     return Row(outbox_id=i, event_id=uuid.UUID(int=i if eid is None else eid), topic="orders", key=b"k",
                key_seq=i if seq is None else seq, kafka_partition=0, kafka_offset=i if off is None else off,
-               has_copy=copy)
+               copies=list(copies))
 
 
-def run(outs: list[Row], acks: list[Row], covered: frozenset[int] = frozenset()) -> Tally:
+def run(outs: list[Row], acks: list[Row], covered: frozenset[int] = frozenset(),
+        replayed: dict[int, tuple[int, ...]] | None = None) -> Tally:
     t = Tally(cap=10)
-    classify(outs, acks, T, covered.__contains__, t)
+    classify(outs, acks, T, covered.__contains__, t, replayed=lambda oid: (replayed or {}).get(oid, ()))
     return t
 
 
@@ -45,7 +47,7 @@ def test_missing_is_named_with_where_it_was_published() -> None:
 
 def test_ack_from_another_position_is_a_duplicate_unless_the_copy_was_already_recorded() -> None:
     assert kinds(run([out(1)], [ack(1, off=999)])) == {"duplicated": 1}
-    assert kinds(run([out(1)], [ack(1, off=999, copy=True)])) == {}, "counted once, through the copies query"
+    assert kinds(run([out(1)], [ack(1, off=999, copies=("0@1",))])) == {}, "counted once, by the copies query"
     assert kinds(run([out(1, part=None, off=None)], [ack(1, off=5)])) == {}, "outbox position unknown: no claim"
 
 
@@ -71,3 +73,28 @@ def test_in_flight_and_pruned_are_not_discrepancies() -> None:
 def test_counts_are_exact_while_names_are_capped() -> None:
     t = run([out(i) for i in range(1, 51)], [])
     assert t.counts[Kind.MISSING] == 50 and len(t.named[Kind.MISSING]) == 10
+
+
+def test_a_replayed_event_acknowledged_from_its_first_copy_is_replayed_only_if_a_replay_covers_it() -> None:
+    # The outbox records the replay's position (0@50); the group acknowledged the first copy (0@1) and has not
+    # received the second one yet.
+    t = run([out(1, off=50)], [ack(1, off=1)], replayed={1: (7,)})
+    assert kinds(t) == {"replayed": 1}
+    [f] = t.named[Kind.REPLAYED]
+    assert f.replay_audits == (7,) and f.detail == ("acknowledged from 0@1, re-published at 0@50 by replay #7 "
+                                                    "(that copy not received yet)")
+    assert kinds(run([out(1, off=50)], [ack(1, off=1)], replayed={2: (7,)})) == {"duplicated": 1}, "other id"
+
+
+def test_received_copies_are_left_to_the_copies_query_unless_the_outbox_position_is_one_copy_too_many() -> None:
+    explained = run([out(1, off=50)], [ack(1, off=1, copies=("0@50",))], replayed={1: (7,)})
+    assert kinds(explained) == {} and explained.overflow == set()
+    # received 0@1 and 0@50, yet the outbox says 0@60: three copies, one replay explains two
+    t = run([out(1, off=60)], [ack(1, off=1, copies=("0@50",))], replayed={1: (7,)})
+    assert kinds(t) == {"duplicated": 1} and t.overflow == {1}
+    assert "3 copies in Kafka, but the first publication and replay #7 account for 2" in \
+        t.named[Kind.DUPLICATED][0].detail
+    assert kinds(run([out(1, off=60)], [ack(1, off=1, copies=("0@50",))], replayed={1: (7, 8)})) == {}, \
+        "two replays account for three copies"
+    # two copies received and one replay: the copies query already counts it as duplicated
+    assert kinds(run([out(1, off=60)], [ack(1, off=1, copies=("0@50", "0@55"))], replayed={1: (7,)})) == {}
