@@ -42,16 +42,14 @@ class ReplayAudit:
 
 def replay_audits(conn: sa.Connection, schema: str, lo: int, hi: int) -> list[ReplayAudit]:
     """Replay audits with at least one replayed id in ``[lo, hi]``; the runs are filtered in Postgres."""
-    sql = ("SELECT a.id, a.actor, a.created_at, a.event_count, greatest((r.run ->> 0)::bigint, :lo) AS run_lo, "
-           "least((r.run ->> 1)::bigint, :hi) AS run_hi "
-           f"FROM {_q(schema, 'replay_audit')} a "
-           "CROSS JOIN LATERAL jsonb_array_elements(coalesce(a.selector -> 'replayed_id_ranges', '[]')) r(run) "
-           "WHERE (r.run ->> 0)::bigint <= :hi AND (r.run ->> 1)::bigint >= :lo ORDER BY a.id, run_lo")
-    out: dict[int, tuple[Any, list[tuple[int, int]]]] = {}
-    for row in _rows(conn, "reading replay audits", sql, lo=lo, hi=hi):
-        out.setdefault(int(row.id), (row, []))[1].append((int(row.run_lo), int(row.run_hi)))
-    return [ReplayAudit(aid, r.actor, r.created_at, int(r.event_count), _disjoint(runs))
-            for aid, (r, runs) in out.items()]
+    # One row per audit, its run bounds as two arrays: a sparse replay may have ~10^5 runs.
+    sql = ("SELECT a.id, a.actor, a.created_at, a.event_count, array_agg(greatest(x.lo, :lo)) AS los, "
+           "array_agg(least(x.hi, :hi)) AS his "
+           f"FROM {_q(schema, 'replay_audit')} a CROSS JOIN LATERAL (SELECT (r.run ->> 0)::bigint AS lo, "
+           "(r.run ->> 1)::bigint AS hi FROM jsonb_array_elements(coalesce(a.selector -> 'replayed_id_ranges', "
+           "'[]')) r(run)) x WHERE x.lo <= :hi AND x.hi >= :lo GROUP BY a.id ORDER BY a.id")
+    return [ReplayAudit(int(r.id), r.actor, r.created_at, int(r.event_count), _disjoint(zip(r.los, r.his, strict=True)))
+            for r in _rows(conn, "reading replay audits", sql, lo=lo, hi=hi)]
 
 
 def _disjoint(runs: Iterable[tuple[int, int]]) -> Runs:

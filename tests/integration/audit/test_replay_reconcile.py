@@ -156,6 +156,11 @@ def test_replayed_copies_are_counted_as_replayed_and_the_verdict_is_proven(repla
     assert rep == {"audit_id": s.audit_id, "actor": "jane (INC-4711)", "created_at": rep["created_at"],
                    "event_count": N_REPLAYED, "ids_in_window": N_REPLAYED, "id_runs_total": 1,
                    "id_runs": [[s.replayed_ids[0], s.replayed_ids[-1]]]}
+    # a window that cuts the replay: only its ids inside count, and the replays section says which
+    part = s.reconcile(from_id=s.replayed_ids[5])
+    assert part.verdict is Verdict.PROVEN and group(part, "billing")["replayed"] == N_REPLAYED - 5
+    assert [(x["ids_in_window"], x["id_runs"]) for x in part.to_dict()["replays"]] == \
+        [(N_REPLAYED - 5, [[s.replayed_ids[5], s.replayed_ids[-1]]])]
     # tiny buckets force every level of the drill-down (and the per-sub-bucket correction): same result
     tiny = s.reconcile(bucket_bits=4, sub_bits=2)
     assert tiny.verdict is Verdict.PROVEN and counts(tiny, "billing") == (40, 40, 0, 0, N_REPLAYED, 0)
