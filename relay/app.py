@@ -1,7 +1,8 @@
 """``outbox relay``: validate, check the world, then run the supervisor until SIGTERM/SIGINT.
 
 Exit codes: 0 stopped cleanly (also after the drain deadline), 2 could not start (database unreachable, schema
-behind, Kafka unreachable, HTTP port taken), 3 bad configuration, 130 second signal (immediate exit).
+behind, Kafka unreachable, HTTP port taken), 3 bad configuration (also: OUTBOX_SHARDS below the shard of a
+pending row), 130 second signal (immediate exit).
 """
 
 from __future__ import annotations
@@ -99,13 +100,20 @@ def serve(settings: RelaySettings) -> int:
         startup.check_schema(engine, settings.db_schema)
     except OutboxError as exc:
         return fail(EXIT_COULD_NOT_RUN, "schema behind", exc)
+    store = RelayStore(engine, settings.db_schema)
+    try:
+        startup.check_shards(store, settings.shards)
+    except ConfigError as exc:
+        return fail(EXIT_CONFIG, "configuration error", exc)
+    except OutboxError as exc:
+        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
     try:
         kafka.probe(settings, timeout=min(15.0, settings.kafka_timeout_s))
         checkpoints = kafka.KafkaCheckpointLog(settings)
         checkpoints.ensure(settings.shards)
     except OutboxError as exc:
         return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc)
-    sup = Supervisor(settings, RelayStore(engine, settings.db_schema),
+    sup = Supervisor(settings, store,
                      transport_factory=lambda shard: kafka.KafkaTransport(settings, shard), checkpoints=checkpoints,
                      housekeeping=_malloc_trim)
     http = None

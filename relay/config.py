@@ -258,6 +258,8 @@ class StatusSettings(BaseSettings):
 
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
     db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    shards: int = Field(8, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    """OUTBOX_SHARDS as the relays use it: pending rows in shards at or beyond it are shown as stranded."""
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> StatusSettings:

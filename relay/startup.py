@@ -1,4 +1,5 @@
-"""Start-up checks, each failing with a message that says what is wrong and what to do (exit code 2)."""
+"""Start-up checks, each failing with a message that says what is wrong and what to do (exit code 2, or 3 for
+a shard count that strands pending rows)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migrations import VERSION_TABLE, alembic_config
-from outbox.errors import DatabaseUnavailableError, SchemaBehindError
+from outbox.errors import ConfigError, DatabaseUnavailableError, SchemaBehindError
+from outbox.store.relay import RelayStore
 
 log = logging.getLogger("relay.startup")
 
@@ -46,6 +48,22 @@ def check_schema(engine: sa.Engine, schema: str) -> None:
     raise SchemaBehindError(
         f"the outbox schema {schema!r} is behind this relay (applied {sorted(current) or 'nothing'}, "
         f"needs {sorted(heads)}); run `outbox migrate upgrade` first"
+    )
+
+
+def check_shards(store: RelayStore, shards: int) -> None:
+    """Refuse to start while pending rows sit in shards ``>= shards``: a relay with this OUTBOX_SHARDS never
+    claims them (they would wait forever, unnoticed). Raises ConfigError saying what to set."""
+    s = store.stranded(shards)
+    if not s.pending:
+        return
+    top = s.highest_shard if s.highest_shard is not None else shards
+    rows = "1 pending row is" if s.pending == 1 else f"{s.pending} pending rows are"
+    raise ConfigError(
+        f"{rows} in shards >= OUTBOX_SHARDS={shards} (highest shard {top}), which no relay with this setting "
+        f"claims: set OUTBOX_SHARDS back to the value the writers used (at least {top + 1}), let the backlog "
+        f"drain (`outbox status`), then change it on writers and relays together "
+        f"(docs/operations.md#changing-the-shard-count)"
     )
 
 

@@ -32,6 +32,10 @@ def to_json(st: Status) -> dict[str, Any]:
         "dead_letters_open": st.dead_letters_open,
         "held_keys": [{"topic": h.topic, "key": _key(h.key), "dead_letters": h.dead_letters, "since": h.since}
                       for h in st.held_keys],
+        "shards": st.shards,
+        # Pending rows no relay with OUTBOX_SHARDS=shards claims (docs/operations.md#changing-the-shard-count).
+        "stranded": {"pending": sum(b.pending for b in st.stranded),
+                     "shards": [b.shard for b in st.stranded]},
     }
 
 
@@ -48,9 +52,18 @@ def render_table(st: Status, console: Console | None = None) -> None:
         age = f"{b.oldest_age_s:.1f}s" if b and b.oldest_age_s is not None else "-"
         lease = "-" if le is None or le.owner is None else (
             "expired" if le.free else f"{le.expires_in_s:.1f}s left")
+        beyond = st.shards is not None and s >= st.shards
+        if beyond:
+            lease = f"not claimed: >= OUTBOX_SHARDS={st.shards}"
         t.add_row(str(s), str(b.pending if b else 0), age, (le.owner if le else None) or "-",
-                  str(le.epoch) if le else "-", lease)
+                  str(le.epoch) if le else "-", lease, style="bold red" if beyond and b and b.pending else None)
     c.print(t)
+    if st.stranded:
+        n, top = sum(b.pending for b in st.stranded), max(b.shard for b in st.stranded)
+        c.print(f"[bold red]stranded: {n} pending rows in shards >= OUTBOX_SHARDS={st.shards} (highest shard {top})"
+                f" are claimed by no relay[/]: set OUTBOX_SHARDS back to at least {top + 1} on the relays, let the"
+                " backlog drain, then change it on writers and relays together"
+                " (docs/operations.md#changing-the-shard-count)")
     oldest = max((b.oldest_age_s or 0.0 for b in st.backlog), default=0.0)
     c.print(f"pending: {st.pending}   oldest unpublished: {oldest:.1f}s   "
             f"live instances: {sum(1 for i in st.instances if i.heartbeat_age_s < 10)}   "

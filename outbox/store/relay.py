@@ -26,9 +26,9 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from outbox.errors import DatabaseUnavailableError, LeaseLostError
 from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
 from outbox.store import translate_errors
-from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries
+from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries, Stranded
 
-__all__ = ["HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore", "ShardBacklog", "Status"]
+__all__ = ["HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore", "ShardBacklog", "Status", "Stranded"]
 
 
 @contextmanager

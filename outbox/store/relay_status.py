@@ -1,5 +1,6 @@
 """The read side of the relay's tables: leases, backlog, instances, dead letters, held keys (``outbox status``,
-the relay's gauges and its lease planning). Read-only; every query runs in its own short connection."""
+the relay's gauges and its lease planning), and pending rows stranded beyond the shard count (the relay's
+start-up check). Read-only; every query runs in its own short connection."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ class ShardBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class Stranded:
+    """Pending rows in shards ``>= shards``, which no relay configured with ``shards`` ever claims (the count was
+    lowered with a backlog, or writers and relays disagree; docs/operations.md#changing-the-shard-count)."""
+
+    shards: int
+    pending: int
+    highest_shard: int | None  # None when nothing is stranded
+
+
+@dataclass(frozen=True, slots=True)
 class HeldKey:
     topic: str
     key: bytes | None
@@ -60,10 +71,18 @@ class Status:
     instances: tuple[Instance, ...]
     dead_letters_open: int
     held_keys: tuple[HeldKey, ...]
+    shards: int | None = None  # the configured OUTBOX_SHARDS, when known: shards at or beyond it are stranded
 
     @property
     def pending(self) -> int:
         return sum(b.pending for b in self.backlog)
+
+    @property
+    def stranded(self) -> tuple[ShardBacklog, ...]:
+        """Backlog of shards no relay with ``shards`` claims (empty when ``shards`` is unknown)."""
+        if self.shards is None:
+            return ()
+        return tuple(b for b in self.backlog if b.shard >= self.shards and b.pending)
 
 
 class StatusQueries:
@@ -89,6 +108,17 @@ class StatusQueries:
         with translate_errors("reading the backlog"), self._engine.connect() as c:
             return [ShardBacklog(int(s), int(n), float(a) if a is not None else None) for s, n, a in c.execute(q)]
 
+    def stranded(self, shards: int) -> Stranded:
+        """Pending rows with ``shard >= shards``: their count and highest shard.
+
+        Cheap on any table size: the predicate matches the partial index ``ix_event_pending (shard, id) WHERE
+        <pending>``, so Postgres reads only the index entries of the stranded rows (none, normally).
+        """
+        q = sa.select(sa.func.count(), sa.func.max(event.c.shard)).where(_PENDING, event.c.shard >= shards)
+        with translate_errors("counting pending rows beyond the shard count"), self._engine.connect() as c:
+            n, top = c.execute(q).one()
+        return Stranded(shards, int(n), None if top is None else int(top))
+
     def held_keys(self, limit: int = 1000) -> list[HeldKey]:
         d = dead_letter
         q = (sa.select(d.c.topic, d.c.key, sa.func.count(), sa.func.min(d.c.failed_at))
@@ -109,6 +139,7 @@ class StatusQueries:
         with translate_errors("reading instances"), self._engine.connect() as c:
             return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
 
-    def status(self) -> Status:
+    def status(self, shards: int | None = None) -> Status:
+        """Everything ``outbox status`` shows; with the configured ``shards``, rows beyond it are flagged."""
         return Status(tuple(self.backlog()), tuple(self.leases()), tuple(self.instances()),
-                      self.dead_letters_open(), tuple(self.held_keys()))
+                      self.dead_letters_open(), tuple(self.held_keys()), shards)

@@ -68,9 +68,12 @@ def relay_command(  # noqa: PLR0917 - typer maps each parameter to a flag
 def status_command(
     database_url: Annotated[str | None, typer.Option(help="OUTBOX_DATABASE_URL")] = None,
     schema: Annotated[str | None, typer.Option(help="OUTBOX_SCHEMA")] = None,
+    shards: Annotated[int | None, typer.Option(help="OUTBOX_SHARDS of the relays (flags rows beyond it)")] = None,
     format: Annotated[Format, typer.Option("--format", help="table or json")] = Format.TABLE,
 ) -> None:
-    """Show the backlog per shard, the oldest unpublished age, leases, instances, DLQ count and held keys."""
+    """Show the backlog per shard, the oldest unpublished age, leases, instances, DLQ count and held keys.
+
+    Pending rows in shards >= OUTBOX_SHARDS are flagged as stranded: no relay with that setting claims them."""
     import sqlalchemy as sa
 
     from outbox.errors import ConfigError, OutboxError
@@ -80,12 +83,12 @@ def status_command(
     from relay.status import render_table, to_json
 
     try:
-        s = StatusSettings.load({"database_url": database_url, "db_schema": schema})
+        s = StatusSettings.load({"database_url": database_url, "db_schema": schema, "shards": shards})
     except ConfigError as exc:
         raise typer.Exit(fail(EXIT_CONFIG, "configuration error", exc)) from None
     engine = sa.create_engine(s.sqlalchemy_url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 10})
     try:
-        st = RelayStore(engine, s.db_schema).status()
+        st = RelayStore(engine, s.db_schema).status(s.shards)
     except OutboxError as exc:
         raise typer.Exit(fail(EXIT_COULD_NOT_RUN, "cannot read status", exc)) from None
     finally:

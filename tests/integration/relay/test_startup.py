@@ -8,13 +8,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+import outbox
 from stack.env import Stack
 from stack.process import REPO_ROOT, free_port
-from tests.integration.relay.harness import dsn
+from tests.integration.relay.conftest import spawn
+from tests.integration.relay.harness import RelayProcess, dsn, pending, scalar, wait_until, write_events
 
 
 def run_relay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -73,3 +76,56 @@ def test_http_port_taken_exits_2(fresh_db: str, bootstrap: str) -> None:
         r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                        "OUTBOX_RELAY_HTTP_HOST": "127.0.0.1", "OUTBOX_RELAY_HTTP_PORT": str(s.getsockname()[1])})
     assert r.returncode == 2 and "cannot serve HTTP" in r.stderr, r.stderr
+
+
+@pytest.fixture
+def writer_shards() -> Iterator[None]:
+    """This test's writers use OUTBOX_SHARDS=8 (the default) until it calls outbox.configure itself."""
+    outbox.configure(shards=8)
+    yield
+    outbox.configure()
+
+
+def _stranded(url: str) -> tuple[int, int]:
+    with psycopg.connect(dsn(url)) as c:
+        row = c.execute("SELECT count(*), max(shard) FROM outbox.event "
+                        "WHERE shard >= 4 AND published_at IS NULL AND dead_at IS NULL").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1] if row[1] is not None else -1)
+
+
+def test_lowered_shard_count_with_pending_rows_beyond_it_exits_3_until_they_drain(
+        writer_shards: None, relay_env: dict[str, str], relays: list[RelayProcess], topic: str,
+        tmp_path: Path) -> None:
+    write_events(relay_env["OUTBOX_DATABASE_URL"], topic, 48, keys=48)  # writers at OUTBOX_SHARDS=8
+    url = relay_env["OUTBOX_DATABASE_URL"]
+    n, top = _stranded(url)
+    assert n > 0 and top >= 4, "precondition: 48 keys over 8 shards put rows in shards 4..7"
+
+    r = run_relay({**relay_env, "OUTBOX_SHARDS": "4"})
+    assert r.returncode == 3, r.stderr
+    assert (f"outbox relay: configuration error: {n} pending rows are in shards >= OUTBOX_SHARDS=4 "
+            f"(highest shard {top})") in r.stderr, r.stderr
+    assert f"set OUTBOX_SHARDS back to the value the writers used (at least {top + 1})" in r.stderr, r.stderr
+    assert "docs/operations.md#changing-the-shard-count" in r.stderr, r.stderr
+
+    # Dead-lettered rows are not pending: they no longer count (nor would a relay claim them).
+    assert scalar(url, "WITH d AS (UPDATE outbox.event SET dead_at = now() WHERE id = (SELECT min(id) "
+                       "FROM outbox.event WHERE shard >= 4) RETURNING 1) SELECT count(*) FROM d") == 1
+    left, top = _stranded(url)
+    r = run_relay({**relay_env, "OUTBOX_SHARDS": "4"})
+    assert r.returncode == 3 and f"{left} pending rows are in shards >= OUTBOX_SHARDS=4" in r.stderr, r.stderr
+
+    # The documented fix: a relay at the writers' count drains the backlog ...
+    old = spawn(relays, relay_env, tmp_path, "relay-8", OUTBOX_SHARDS="8")
+    wait_until(lambda: pending(url) == 0 or not old.alive(), 60, "the relay at 8 shards to drain the backlog")
+    assert pending(url) == 0, old.logs()
+    assert old.stop() == 0, old.logs()
+
+    # ... then writers and relays change together, and the relay at 4 shards starts and publishes.
+    outbox.configure(shards=4)
+    write_events(url, topic, 20, keys=20)
+    new = spawn(relays, relay_env, tmp_path, "relay-4", OUTBOX_SHARDS="4")
+    wait_until(lambda: pending(url) == 0 or not new.alive(), 60, "the relay at 4 shards to publish new rows")
+    assert pending(url) == 0 and new.alive(), new.logs()
+    assert new.stop() == 0, new.logs()

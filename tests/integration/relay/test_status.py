@@ -1,0 +1,71 @@
+"""``outbox status`` flags pending rows in shards no relay claims (shard >= OUTBOX_SHARDS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+import outbox
+from outbox.store.relay import RelayStore
+from relay.cli import app
+from tests.integration.relay.harness import dsn, scalar, write_events
+
+
+@pytest.fixture
+def eight_shard_rows(fresh_db: str) -> Iterator[str]:
+    """A database with pending rows written at OUTBOX_SHARDS=8, some of them in shards 4..7."""
+    outbox.configure(shards=8)
+    try:
+        write_events(fresh_db, "orders", 48, keys=48)
+    finally:
+        outbox.configure()
+    yield fresh_db
+
+
+def _beyond_4(url: str) -> tuple[int, int]:
+    """Rows in shards >= 4 (all pending here), and the highest shard."""
+    with psycopg.connect(dsn(url)) as c:
+        row = c.execute("SELECT count(*) FILTER (WHERE shard >= 4), max(shard) FROM outbox.event").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_store_counts_pending_rows_beyond_the_shard_count(eight_shard_rows: str) -> None:
+    url = eight_shard_rows
+    n, top = _beyond_4(url)
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        store = RelayStore(eng)
+        s = store.stranded(4)
+        assert (s.shards, s.pending, s.highest_shard) == (4, n, top) and n > 0
+        assert store.stranded(8).pending == 0 and store.stranded(8).highest_shard is None
+        scalar(url, "UPDATE outbox.event SET published_at = now() WHERE shard >= 4 RETURNING 1")
+        assert store.stranded(4).pending == 0
+    finally:
+        eng.dispose()
+
+
+def test_status_flags_stranded_shards(eight_shard_rows: str) -> None:
+    url = eight_shard_rows
+    n, top = _beyond_4(url)
+    run = CliRunner().invoke
+
+    res = run(app, ["status", "--database-url", url, "--shards", "4", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.output)
+    assert st["shards"] == 4 and st["pending"] == 48
+    assert st["stranded"]["pending"] == n and max(st["stranded"]["shards"]) == top
+    assert min(st["stranded"]["shards"]) >= 4
+
+    res = run(app, ["status", "--database-url", url, "--shards", "4"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert f"stranded: {n} pending rows in shards >= OUTBOX_SHARDS=4 (highest shard {top})" in res.output
+    assert "not claimed: >= OUTBOX_SHARDS=4" in res.output
+
+    res = run(app, ["status", "--database-url", url, "--format", "json"])  # default OUTBOX_SHARDS=8
+    assert res.exit_code == 0 and json.loads(res.output)["stranded"] == {"pending": 0, "shards": []}, res.output
