@@ -59,7 +59,7 @@ def test_broker_hard_restart_mid_run(  # noqa: PLR0917
         stop.set()
         t.join(60)
     t0 = time.monotonic()
-    wait_until(lambda: pending(fresh_db) == 0, 180, f"the relay to drain after the restart\n{r.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 180, lambda: f"the relay to drain after the restart\n{r.logs()}")
     print(f"\ndrained {written[0]} events; {time.monotonic() - t0:.1f}s after writes stopped")
     assert r.stop(30) == 0
     log = r.log.read_text()

@@ -105,7 +105,7 @@ def test_broker_sigkill_in_a_three_node_cluster(
         cluster3.start_node(2)
         before = w.written
         wait_until(lambda: w.written > before + 1000, 90, "writes after it is back")
-    wait_until(lambda: pending(fresh_db) == 0, 180, f"the relay to drain\n{r.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 180, lambda: f"the relay to drain\n{r.logs()}")
     assert r.stop(30) == 0
     v = verify(fresh_db, cluster3.bootstrap, [topic], check_hanging=False, timeout=180)
     hanging = find_hanging(cluster3.bootstrap, [1, 2, 3])

@@ -18,7 +18,7 @@ def test_mark_before_commit_loses_events_and_verification_says_so(  # noqa: PLR0
                    OUTBOX_RELAY_TEST_KILL_BATCH="2")
     assert broken.wait(90) == -signal.SIGKILL, broken.logs()
     again = spawn(relays, relay_env, tmp_path, "again", OUTBOX_RELAY_BATCH_SIZE="40")
-    wait_until(lambda: pending(fresh_db) == 0, 90, f"the table to say everything is published:\n{again.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 90, lambda: f"the table to say everything is published:\n{again.logs()}")
     assert again.stop(30) == 0
     v = verify(fresh_db, bootstrap, [topic])
     assert not v.clean and v.lost, "the independent verification must catch events marked but never committed"

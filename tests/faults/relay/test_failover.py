@@ -70,7 +70,7 @@ def test_survivor_resumes_the_killed_relays_shards_within_5s(  # noqa: PLR0917
                               (ids,)).fetchone()
             return bool(n and n[0] == len(ids))
 
-        wait_until(probes_published, 30, f"the dead relay's shards to resume\n{b.logs()}", interval=0.02)
+        wait_until(probes_published, 30, lambda: f"the dead relay's shards to resume\n{b.logs()}", interval=0.02)
         failover_s = time.monotonic() - killed_at
     finally:
         stop.set()

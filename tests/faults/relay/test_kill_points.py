@@ -40,7 +40,7 @@ def test_sigkill_at_each_point_then_restart_is_exactly_once(  # noqa: PLR0917
         assert len(raw) > before.seen, "records of the open transaction must be in the log, invisible"
 
     survivor = spawn(relays, relay_env, tmp_path, "survivor", OUTBOX_RELAY_BATCH_SIZE="40")
-    wait_until(lambda: pending(fresh_db) == 0, 90, f"the restarted relay to drain:\n{survivor.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 90, lambda: f"the restarted relay to drain:\n{survivor.logs()}")
     assert survivor.stop(30) == 0
     v = verify(fresh_db, bootstrap, [topic])
     assert v.clean and v.events == 400, str(v)

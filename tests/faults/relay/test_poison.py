@@ -39,7 +39,7 @@ def test_poison_row_is_dead_lettered_and_only_its_key_is_held(
         return scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE published_at IS NULL "
                                 "AND dead_at IS NULL AND key <> 'poison'") == 0 and \
             scalar(fresh_db, "SELECT count(*) FROM outbox.dead_letter") == 1
-    wait_until(settled, 90, f"the poison row to be dead-lettered and the rest published\n{r.logs()}")
+    wait_until(settled, 90, lambda: f"the poison row to be dead-lettered and the rest published\n{r.logs()}")
 
     reason = str(scalar(fresh_db, "SELECT reason || ' / ' || attempts FROM outbox.dead_letter"))
     assert "TOO_LARGE" in reason and reason.endswith("/ 3"), reason

@@ -29,13 +29,13 @@ def test_frozen_relay_is_fenced_and_publishes_nothing_twice(  # noqa: PLR0917
                                             for _ in range(10) if not stop.wait(0.2)], daemon=True)
     more.start()
     # The heir takes every shard once the zombie's leases expire, fences it, recovers, and keeps publishing.
-    wait_until(lambda: set(owners(fresh_db).values()) == {"heir"}, 30, f"the takeover\n{heir.logs()}")
+    wait_until(lambda: set(owners(fresh_db).values()) == {"heir"}, 30, lambda: f"the takeover\n{heir.logs()}")
     more.join(60)
-    wait_until(lambda: pending(fresh_db) == 0, 60, f"the heir to drain\n{heir.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 60, lambda: f"the heir to drain\n{heir.logs()}")
     zombie.signal(signal.SIGCONT)
     # The zombie wakes mid-protocol; it must find itself fenced, then rejoin as a peer (shards re-balance).
     wait_until(lambda: sorted(str(o) for o in owners(fresh_db).values()).count("zombie") == 4, 30,
-               f"the woken relay to rejoin for its fair share\n{zombie.logs()}")
+               lambda: f"the woken relay to rejoin for its fair share\n{zombie.logs()}")
     write_events(fresh_db, topic, 100, keys=12, key_prefix="after")
     wait_until(lambda: pending(fresh_db) == 0, 60, "the last events to drain")
     stop.set()

@@ -101,7 +101,7 @@ def replayed(  # noqa: PLR0917 - fixtures
     inboxes = {"billing": Inbox(consumer_engine, "billing", [topic], lambda c, e: None, bootstrap=bootstrap),
                "shipping": Inbox(producer_engine, "shipping", [topic], lambda c, e: None, bootstrap=bootstrap)}
     try:
-        wait_until(lambda: pending(url) == 0, 90, f"the relay to publish\n{relay.logs()}")
+        wait_until(lambda: pending(url) == 0, 90, lambda: f"the relay to publish\n{relay.logs()}")
         ids = [e.id for e in evs[10:10 + N_REPLAYED]]
         s = Replayed(producer_engine, consumer_engine, bootstrap, topic, inboxes, 0, ids)
         for g in inboxes:
@@ -115,7 +115,7 @@ def replayed(  # noqa: PLR0917 - fixtures
         m = re.search(r"replay_audit id (\d+)", res.stdout)
         assert m, res.stdout
         s.audit_id = int(m.group(1))
-        wait_until(lambda: pending(url) == 0, 90, f"the relay to publish the replay\n{relay.logs()}")
+        wait_until(lambda: pending(url) == 0, 90, lambda: f"the relay to publish the replay\n{relay.logs()}")
         moved = [s.row(i) for i in ids]
         assert all(r.kafka_offset is not None for r in moved), "re-published, at new positions"
 

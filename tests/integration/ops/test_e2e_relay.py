@@ -34,7 +34,7 @@ def test_dlq_retry_and_replay_keep_key_order_through_the_relay(  # noqa: PLR0917
     env = {**relay_env, "OUTBOX_DATABASE_URL": db.url.replace("://postgres@", f"://postgres:{DB_PASSWORD}@")}
     relay = spawn(relays, env, tmp_path, "ops-e2e")
 
-    wait_until(lambda: _published(db, [e.id for e in j]), 60, f"the free key to be published\n{relay.logs()}")
+    wait_until(lambda: _published(db, [e.id for e in j]), 60, lambda: f"the free key to be published\n{relay.logs()}")
     assert not _published(db, [k[1].id]) and not _published(db, [k[2].id]), "k is held behind its dead letter"
     scraped: list[str] = []
 
@@ -48,13 +48,13 @@ def test_dlq_retry_and_replay_keep_key_order_through_the_relay(  # noqa: PLR0917
     (dl,) = json.loads(cli("dlq", "list", "--json", url=db.url).stdout)
     assert dl["held_behind"] == 2
     assert cli("dlq", "retry", str(dl["id"]), url=db.url).exit_code == 0
-    wait_until(lambda: pending(db.url) == 0, 60, f"the retried key to drain\n{relay.logs()}")
+    wait_until(lambda: pending(db.url) == 0, 60, lambda: f"the retried key to drain\n{relay.logs()}")
     v = verify(db.url, bootstrap, [topic])
     assert v.clean, str(v)  # each event exactly once, every key in key_seq order (k: 1, 2, 3)
 
     res = cli("replay", "--topic", topic, "--from-id", str(k[0].id), url=db.url)
     assert res.exit_code == 0 and "re-queued 5 events" in res.stdout, res.output
-    wait_until(lambda: pending(db.url) == 0, 60, f"the replay to drain\n{relay.logs()}")
+    wait_until(lambda: pending(db.url) == 0, 60, lambda: f"the replay to drain\n{relay.logs()}")
     records = consume_all(bootstrap, [topic])
     seqs: dict[bytes, list[int]] = defaultdict(list)
     copies: dict[str, int] = defaultdict(int)

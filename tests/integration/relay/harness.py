@@ -55,14 +55,16 @@ def scalar(url: str, sql: str, *args: object) -> object:
         return row[0] if row else None
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
-    """Poll ``cond`` until true; returns the seconds it took. Fails the test with ``what`` on timeout."""
+def wait_until(cond: Callable[[], bool], timeout: float, what: str | Callable[[], str],
+               interval: float = 0.1) -> float:
+    """Poll ``cond`` until true; returns the seconds it took. Fails the test with ``what`` on timeout: pass a
+    callable when the message quotes a relay's log, so it shows the log as it was at the timeout."""
     t0 = time.monotonic()
     while True:
         if cond():
             return time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

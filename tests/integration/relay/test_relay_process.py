@@ -15,9 +15,9 @@ def test_relay_publishes_every_event_exactly_once_in_key_order(  # noqa: PLR0917
         tmp_path: Path) -> None:
     write_events(fresh_db, topic, 600, keys=25)
     r = spawn(relays, relay_env, tmp_path, "solo", OUTBOX_RELAY_BATCH_SIZE="100")
-    wait_until(lambda: pending(fresh_db) == 0, 90, f"the backlog to drain; relay log:\n{r.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 90, lambda: f"the backlog to drain; relay log:\n{r.logs()}")
     write_events(fresh_db, topic, 200, keys=25)  # while running: picked up by polling, no NOTIFY
-    wait_until(lambda: pending(fresh_db) == 0, 60, f"new events to drain; relay log:\n{r.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 60, lambda: f"new events to drain; relay log:\n{r.logs()}")
     wait_until(lambda: r.get("/readyz") == 200, 10, "readyz")
     assert r.get("/healthz") == 200
     m = r.metrics()

@@ -35,7 +35,7 @@ def test_sigterm_drains_releases_leases_and_exits_0(  # noqa: PLR0917
     assert lease_owners(fresh_db) == {None}, "leases are released, not left to expire"
     assert scalar(fresh_db, "SELECT count(*) FROM outbox.relay_instance") == 0
     nxt = spawn(relays, relay_env, tmp_path, "next", OUTBOX_RELAY_BATCH_SIZE="500")
-    wait_until(lambda: pending(fresh_db) == 0, 120, f"the successor to drain\n{nxt.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 120, lambda: f"the successor to drain\n{nxt.logs()}")
     assert nxt.stop(30) == 0
     v = verify(fresh_db, bootstrap, [topic])
     assert v.clean and v.events == 6000, str(v)
@@ -70,7 +70,7 @@ def test_stuck_drain_ends_by_second_signal_or_deadline(  # noqa: PLR0917
     finally:
         broker.resume()
     nxt = spawn(relays, relay_env, tmp_path, "next", OUTBOX_RELAY_BATCH_SIZE="500")
-    wait_until(lambda: pending(fresh_db) == 0, 120, f"the successor to drain\n{nxt.logs()}")
+    wait_until(lambda: pending(fresh_db) == 0, 120, lambda: f"the successor to drain\n{nxt.logs()}")
     assert nxt.stop(30) == 0
     v = verify(fresh_db, bootstrap, [topic])
     assert v.clean and v.events == 4000, str(v)
