@@ -38,5 +38,8 @@ class Metrics:
                                        registry=r)
         self.held_keys = Gauge("outbox_relay_held_keys", "(topic, key) pairs held behind an open dead letter",
                                registry=r)
+        self.stranded = Gauge("outbox_relay_stranded_rows",
+                              "Pending rows in shards >= OUTBOX_SHARDS, which no relay claims (a writer with another "
+                              "shard count): alert on > 0", registry=r)
         self.leases_held = Gauge("outbox_relay_leases_held", "Shards this instance owns", registry=r)
         self.ready = Gauge("outbox_relay_ready", "1 when started and the lease loop is healthy", registry=r)

@@ -53,6 +53,7 @@ class Supervisor:
         self._last_tick = 0.0
         self._started = False
         self._stopping = False
+        self._stranded = 0  # pending rows beyond OUTBOX_SHARDS at the last stats round
 
     # --- health ------------------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -148,12 +149,30 @@ class Supervisor:
                     self.metrics.oldest_age.labels(str(s)).set((b.oldest_age_s or 0.0) if b else 0.0)
                 self.metrics.dead_letters_open.set(self.store.dead_letters_open())
                 self.metrics.held_keys.set(len(self.store.held_keys()))
+                self._check_stranded()
             except StoreError as exc:
                 log.warning("stats refresh failed", extra={"error": str(exc)[:300]})
             if self._housekeeping is not None:
                 self._housekeeping()
             if stop.wait(self.s.stats_interval_s):
                 return
+
+    def _check_stranded(self) -> None:
+        """The start-up check, kept up while running: a writer deployed with a larger OUTBOX_SHARDS puts rows
+        where no relay looks. They are not lost (the reconciler reports them as stuck), but nothing would
+        publish them, so say so loudly: a gauge to alert on and an error log whenever the count changes."""
+        st = self.store.stranded(self.s.shards)
+        self.metrics.stranded.set(st.pending)
+        if st.pending == self._stranded:
+            return
+        if st.pending:
+            log.error("pending rows sit in shards no relay claims: a writer uses another OUTBOX_SHARDS; set the "
+                      "writers' OUTBOX_SHARDS to the relays' value, then follow "
+                      "docs/operations.md#changing-the-shard-count to publish the stranded rows",
+                      extra={"stranded": st.pending, "highest_shard": st.highest_shard, "shards": self.s.shards})
+        else:
+            log.info("no pending rows are stranded beyond OUTBOX_SHARDS any more", extra={"shards": self.s.shards})
+        self._stranded = st.pending
 
     # --- the process -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

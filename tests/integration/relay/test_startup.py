@@ -129,3 +129,36 @@ def test_lowered_shard_count_with_pending_rows_beyond_it_exits_3_until_they_drai
     wait_until(lambda: pending(url) == 0 or not new.alive(), 60, "the relay at 4 shards to publish new rows")
     assert pending(url) == 0 and new.alive(), new.logs()
     assert new.stop() == 0, new.logs()
+
+
+def _stranded_gauge(r: RelayProcess) -> float | None:
+    for line in r.metrics().splitlines():
+        if line.startswith("outbox_relay_stranded_rows "):
+            return float(line.split()[1])
+    return None
+
+
+def test_rows_a_writer_strands_while_the_relay_runs_show_in_a_gauge_and_an_error_log(
+        writer_shards: None, relay_env: dict[str, str], relays: list[RelayProcess], topic: str,
+        tmp_path: Path) -> None:
+    # The start-up check cannot see a writer deployed later with a larger OUTBOX_SHARDS: the running relay must.
+    url = relay_env["OUTBOX_DATABASE_URL"]
+    r = spawn(relays, relay_env, tmp_path, "relay-4", OUTBOX_SHARDS="4")
+    wait_until(lambda: r.get("/readyz") == 200, 30, lambda: f"the relay to be ready\n{r.logs()}")
+    assert _stranded_gauge(r) == 0.0
+
+    write_events(url, topic, 48, keys=48)  # a writer still at OUTBOX_SHARDS=8
+    n, top = _stranded(url)
+    assert n > 0 and top >= 4, "precondition: 48 keys over 8 shards put rows in shards 4..7"
+    wait_until(lambda: _stranded_gauge(r) == float(n), 30, lambda: f"the gauge to show {n} stranded rows\n{r.logs()}")
+    wait_until(lambda: pending(url) == n, 30, "the rows in shards 0..3 to be published")
+    log = r.logs(200)
+    assert "pending rows sit in shards no relay claims" in log and f'"stranded": {n}' in log, log
+    assert "docs/operations.md#changing-the-shard-count" in log, log
+
+    # Once they are dealt with (here: dead-lettered by hand), the gauge clears and the relay says so.
+    scalar(url, "WITH d AS (UPDATE outbox.event SET dead_at = now() WHERE shard >= 4 AND published_at IS NULL "
+                "RETURNING 1) SELECT count(*) FROM d")
+    wait_until(lambda: _stranded_gauge(r) == 0.0, 30, lambda: f"the gauge to clear\n{r.logs()}")
+    wait_until(lambda: "no pending rows are stranded" in r.logs(200), 10, "the all-clear in the log")
+    assert r.stop() == 0, r.logs()
