@@ -86,7 +86,7 @@ def serve(settings: RelaySettings) -> int:
     from relay.supervisor import Supervisor
 
     _limit_malloc_arenas()
-    engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 3,
+    engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 4,
                               connect_args={
                                   "connect_timeout": 10, "application_name": "outbox-relay",
                                   # A relay frozen (SIGSTOP, VM pause) inside a mark transaction would hold row

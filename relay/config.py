@@ -128,6 +128,10 @@ class RelaySettings(BaseSettings):
     poll_max_s: float = Field(0.25, gt=0, le=60)
     """OUTBOX_RELAY_POLL_MAX_S (seconds, default 0.25): idle sleep ceiling. Full batches never sleep; an idle
     relay doubles its sleep from poll_min up to this. Lower = lower latency after idleness, more empty polls."""
+    wake_interval_s: float = Field(0.01, ge=0, le=10)
+    """OUTBOX_RELAY_WAKE_INTERVAL_S (seconds, default 0.01; 0 turns it off): how often one probe per instance
+    looks for newly committed rows (a few primary-key index entries) and wakes the idle workers of their shards,
+    so a quiet relay publishes within about this much instead of its idle backoff (relay/wake.py)."""
     retry_initial_s: float = Field(0.1, gt=0, le=60)
     """OUTBOX_RELAY_RETRY_INITIAL_S (seconds, default 0.1): first backoff after a transient error (jittered,
     doubling up to retry_max_s). Transient errors are retried forever: a row is never dropped."""

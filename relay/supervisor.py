@@ -24,6 +24,7 @@ from relay.faults import Faults
 from relay.leases import LeaseManager
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
+from relay.wake import Waker
 from relay.worker import Exit, ShardWorker
 
 log = logging.getLogger("relay.supervisor")
@@ -35,6 +36,10 @@ class _Running:
     stop: threading.Event
     thread: threading.Thread
     exit: list[Exit] = field(default_factory=list)
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.worker.wake()  # out of an idle wait at once
 
 
 class Supervisor:
@@ -105,16 +110,16 @@ class Supervisor:
         self._last_tick = time.monotonic()
         for shard in t.lost:
             if shard in self._running:
-                self._running[shard].stop.set()
+                self._running[shard].halt()
                 self._releasing.discard(shard)
         for shard in t.release:
             if shard in self._running and shard not in self._releasing:
                 self._releasing.add(shard)
-                self._running[shard].stop.set()
+                self._running[shard].halt()
         for shard, epoch in t.acquired.items():
             old = self._running.get(shard)
             if old is not None:  # lost, then retaken while the old worker still finishes: not both at once
-                old.stop.set()
+                old.halt()
                 old.thread.join(self.s.heartbeat_s / 4)
                 if old.thread.is_alive():
                     self.leases.release([shard])  # try again next tick
@@ -157,6 +162,11 @@ class Supervisor:
             if stop.wait(self.s.stats_interval_s):
                 return
 
+    def _wake(self, shards: frozenset[int] | None) -> None:
+        for shard, r in list(self._running.items()):
+            if shards is None or shard in shards:
+                r.worker.wake()
+
     def _check_stranded(self) -> None:
         """The start-up check, kept up while running: a writer deployed with a larger OUTBOX_SHARDS puts rows
         where no relay looks. They are not lost (the reconciler reports them as stuck), but nothing would
@@ -180,6 +190,9 @@ class Supervisor:
         self.store.ensure_leases(self.s.shards)
         stats_stop = threading.Event()
         threading.Thread(target=self._stats_loop, args=(stats_stop,), name="relay-stats", daemon=True).start()
+        if self.s.wake_interval_s > 0:
+            waker = Waker(self.store, self._wake, interval_s=self.s.wake_interval_s)
+            threading.Thread(target=waker.run, args=(stats_stop,), name="relay-wake", daemon=True).start()
         self._started = True
         self.metrics.ready.set(1)
         try:
@@ -200,7 +213,7 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         for r in self._running.values():
-            r.stop.set()
+            r.halt()
         self.metrics.ready.set(0)
 
     def shutdown(self) -> None:

@@ -71,6 +71,11 @@ class ShardWorker:
         # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
         self._slots = slots or threading.Semaphore(1)
+        self._woken = threading.Event()
+
+    def wake(self) -> None:
+        """New rows may be pending (or a stop is asked): end the idle wait now. Thread-safe."""
+        self._woken.set()
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _open(self) -> Transport:
@@ -249,7 +254,8 @@ class ShardWorker:
                 errors = 0
                 if res.idle:
                     idle = min(self.s.poll_max_s, max(self.s.poll_min_s, idle * 2))
-                    stop.wait(idle)
+                    self._woken.wait(idle)  # the waker (relay/wake.py) or a stop cuts the wait short
+                    self._woken.clear()
                 else:
                     idle = 0.0
             return Exit.STOPPED
