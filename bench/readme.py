@@ -33,6 +33,14 @@ def table() -> str:
         if lat:
             rows.append(f"| relay: commit → consumer latency at {r.get('offered_rate', '?')} ev/s "
                         f"| p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms | — | — | p50 ≤ 10, p99 ≤ 50 ms |")
+        for n, pt in sorted((r.get("latency_by_shards_ms") or {}).items(), key=lambda kv: -int(kv[0])):
+            if str(n) != str(r["details"].get("shards", 8)):
+                rows.append(f"| same, `OUTBOX_SHARDS={n}` (relay and writers) | p50 {pt['p50']:.0f} ms, "
+                            f"p99 {pt['p99']:.0f} ms | — | — | p50 ≤ 10, p99 ≤ 50 ms |")
+        quiet = r.get("latency_quiet_ms")
+        if quiet:
+            rows.append(f"| relay: commit → consumer latency at {r.get('quiet_rate')} ev/s (a quiet service) "
+                        f"| p50 {quiet['p50']:.0f} ms, p99 {quiet['p99']:.0f} ms | — | — | — |")
     if c:
         rows.append(f"| reconcile: {c['events']:,} outbox events vs {c['acknowledgements']:,} acknowledgements "
                     f"| {c['seconds']:.1f} s, {c['peak_rss_mb']:.0f} MB peak RSS | — "
