@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from outbox.errors import StoreError
 from outbox.store.relay import RelayStore
+from outbox.store.relay_probe import NewRowsProbe
 from relay.config import RelaySettings
 from relay.faults import Faults
 from relay.leases import LeaseManager
@@ -162,6 +163,9 @@ class Supervisor:
             if stop.wait(self.s.stats_interval_s):
                 return
 
+    def _any_idle(self) -> bool:
+        return any(r.worker.idle for r in list(self._running.values()))
+
     def _wake(self, shards: frozenset[int] | None) -> None:
         for shard, r in list(self._running.items()):
             if shards is None or shard in shards:
@@ -191,7 +195,8 @@ class Supervisor:
         stats_stop = threading.Event()
         threading.Thread(target=self._stats_loop, args=(stats_stop,), name="relay-stats", daemon=True).start()
         if self.s.wake_interval_s > 0:
-            waker = Waker(self.store, self._wake, interval_s=self.s.wake_interval_s)
+            probe = NewRowsProbe(self.store.engine, self.s.db_schema)
+            waker = Waker(probe, self._wake, interval_s=self.s.wake_interval_s, needed=self._any_idle)
             threading.Thread(target=waker.run, args=(stats_stop,), name="relay-wake", daemon=True).start()
         self._started = True
         self.metrics.ready.set(1)

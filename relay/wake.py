@@ -26,20 +26,27 @@ Wake = Callable[[frozenset[int] | None], None]
 
 
 class Probe(Protocol):
-    """What the waker reads (``outbox.store.relay.RelayStore`` in production)."""
+    """What the waker reads (``outbox.store.relay_probe.NewRowsProbe`` in production)."""
 
     def newest_id(self) -> int: ...
     def rows_after(self, after: int, limit: int) -> list[tuple[int, int]]: ...
+    def close(self) -> None: ...
 
 
 class Waker:
-    def __init__(self, store: Probe, wake: Wake, *, interval_s: float, limit: int = 1000) -> None:
-        self._store, self._wake = store, wake
+    def __init__(self, store: Probe, wake: Wake, *, interval_s: float, limit: int = 1000,
+                 needed: Callable[[], bool] = lambda: True) -> None:
+        self._store, self._wake, self._needed = store, wake, needed
         self.interval_s, self._limit = interval_s, limit
         self._after: int | None = None
 
     def run_once(self) -> int:
-        """Probe once; wake the shards with new rows. Returns the number of new rows seen."""
+        """Probe once; wake the shards with new rows. Returns the number of new rows seen.
+
+        Skipped while no worker is idle (``needed``): under load every worker claims back to back anyway, and
+        the probe would only take GIL time from them. The next probe then sees many rows and skips ahead."""
+        if self._after is not None and not self._needed():
+            return 0
         if self._after is None:
             self._after = self._store.newest_id()
             return 0
@@ -57,6 +64,12 @@ class Waker:
         return len(rows)
 
     def run(self, stop: threading.Event) -> None:
+        try:
+            self._loop(stop)
+        finally:
+            self._store.close()
+
+    def _loop(self, stop: threading.Event) -> None:
         failing = False
         while not stop.wait(self.interval_s if not failing else max(1.0, self.interval_s)):
             try:

@@ -72,6 +72,7 @@ class ShardWorker:
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
         self._slots = slots or threading.Semaphore(1)
         self._woken = threading.Event()
+        self.idle = False  # in an idle wait (read by the waker's thread: a plain bool is enough)
 
     def wake(self) -> None:
         """New rows may be pending (or a stop is asked): end the idle wait now. Thread-safe."""
@@ -254,8 +255,10 @@ class ShardWorker:
                 errors = 0
                 if res.idle:
                     idle = min(self.s.poll_max_s, max(self.s.poll_min_s, idle * 2))
+                    self.idle = True
                     self._woken.wait(idle)  # the waker (relay/wake.py) or a stop cuts the wait short
                     self._woken.clear()
+                    self.idle = False
                 else:
                     idle = 0.0
             return Exit.STOPPED

@@ -121,10 +121,6 @@ def _build_mark() -> sa.Update:
 
 
 _MARK = _build_mark()
-# The waker's probes (relay/wake.py): backward/forward scans of the primary key, a few index entries each.
-_NEWEST = sa.select(sa.func.coalesce(sa.func.max(event.c.id), 0))
-_AFTER = (sa.select(event.c.id, event.c.shard).where(event.c.id > sa.bindparam("after", type_=sa.BigInteger))
-          .order_by(event.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
 
 
 class RelayStore(StatusQueries):
@@ -165,16 +161,6 @@ class RelayStore(StatusQueries):
             if before_commit is not None:
                 before_commit()
         return n
-
-    def newest_id(self) -> int:
-        """The highest committed event id (0 for an empty table)."""
-        with _db("reading the newest event id"), self._autocommit.connect() as c:
-            return int(c.execute(_NEWEST).scalar_one())
-
-    def rows_after(self, after: int, limit: int) -> list[tuple[int, int]]:
-        """``(id, shard)`` of up to ``limit`` committed rows with ``id > after``, in id order."""
-        with _db("reading new event ids"), self._autocommit.connect() as c:
-            return [(int(i), int(s)) for i, s in c.execute(_AFTER, {"after": after, "limit": limit})]
 
     def record_failures(self, shard: int, owner: str, epoch: int, errors: Mapping[int, str]) -> dict[int, int]:
         """attempts += 1 and last_error for each failed row id; returns the new attempt counts."""

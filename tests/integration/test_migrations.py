@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from migrations import VERSION_TABLE, alembic_config
 from outbox.schema import metadata
+from outbox.store.relay_probe import NewRowsProbe
 from relay.cli import app
 from stack.env import Stack
 
@@ -96,6 +97,14 @@ def test_other_schema_name(empty_db: str) -> None:
     assert "event" in tables(empty_db, "app_outbox") and not tables(empty_db, "outbox")
     r = runner.invoke(app, ["migrate", "check", "--database-url", empty_db, "--schema", "app_outbox"])
     assert r.exit_code == 0, r.output
+    # The relay waker's raw-SQL probe follows the schema too (it bypasses SQLAlchemy's schema_translate_map).
+    engine = sa.create_engine(empty_db)
+    probe = NewRowsProbe(engine, "app_outbox")
+    try:
+        assert probe.newest_id() == 0 and probe.rows_after(0, 10) == []
+    finally:
+        probe.close()
+        engine.dispose()
 
 
 def test_cli_sql_prints_ddl() -> None:

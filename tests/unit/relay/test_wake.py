@@ -15,6 +15,7 @@ class FakeProbe:
         self.down = False
         self.reads = 0
         self.refused = 0
+        self.closed = False
 
     def newest_id(self) -> int:
         self._check()
@@ -24,6 +25,9 @@ class FakeProbe:
         self._check()
         self.reads += 1
         return sorted(r for r in self.rows if r[0] > after)[:limit]
+
+    def close(self) -> None:
+        self.closed = True
 
     def _check(self) -> None:
         if self.down:
@@ -76,4 +80,18 @@ def test_a_database_outage_only_pauses_the_hints() -> None:
     finally:
         stop.set()
         t.join(5)
-    assert not t.is_alive()
+    assert not t.is_alive() and probe.closed
+
+
+def test_no_probe_while_every_worker_is_busy_then_it_skips_ahead() -> None:
+    probe, woken, idle = FakeProbe(), [], [False]
+    w = Waker(probe, woken.append, interval_s=0.01, limit=10, needed=lambda: idle[0])
+    w.run_once()  # learns where the table ends even when busy
+    probe.rows = [(i, i % 8) for i in range(1, 501)]
+    reads = probe.reads
+    assert w.run_once() == 0 and probe.reads == reads and woken == []
+    idle[0] = True
+    w.run_once()
+    assert woken == [None]  # many rows since the last look: wake everyone, skip to the newest id
+    probe.rows.append((501, 6))
+    assert w.run_once() == 1 and woken == [None, frozenset({6})]
