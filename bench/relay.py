@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import outbox
+from outbox.config import DEFAULT_SHARDS
 from outbox.envelope import kafka_headers
 from stack.env import Stack, start_stack
 from stack.process import REPO_ROOT, free_port
@@ -84,7 +85,7 @@ class Relay:
             self.proc = subprocess.Popen([sys.executable, "-m", "relay"], cwd=REPO_ROOT, env=full, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         started = time.monotonic()
-        self.shards = int(full.get("OUTBOX_SHARDS", "8"))
+        self.shards = int(full.get("OUTBOX_SHARDS", str(DEFAULT_SHARDS)))
         self._wait(lambda: self._get("/readyz") == "ok\n" and self.metric("outbox_relay_leases_held") >= self.shards,
                    120)
         self.startup_s = time.monotonic() - started
@@ -350,7 +351,7 @@ def main() -> int:
     ap.add_argument("--latency-warmup", type=float, default=20, help="seconds of (d) run and discarded first")
     ap.add_argument("--quiet-rate", type=int, default=10, help="a low offered rate for (d) (idle between events)")
     ap.add_argument("--quiet-seconds", type=float, default=30, help="duration of the low-rate (d); 0 skips it")
-    ap.add_argument("--shard-sweep", default="2,1",
+    ap.add_argument("--shard-sweep", default="8,4,1",
                     help="also measure (d) with these OUTBOX_SHARDS (relay restarted each time); '' skips")
     ap.add_argument("--sweep-seconds", type=float, default=30, help="duration of each sweep point")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved runs of (a) and (b); best reported")

@@ -7,9 +7,11 @@ with :func:`configure`. A bad value fails fast with a :class:`~outbox.errors.Con
 variable                    default      meaning (unit, trade-off)
 =========================== ============ =============================================================
 ``OUTBOX_SCHEMA``           ``outbox``   Postgres schema holding the outbox tables (a SQL identifier).
-``OUTBOX_SHARDS``           ``8``        Shards (1..1024). Every writer *and* the relay must agree: a key's
+``OUTBOX_SHARDS``           ``2``        Shards (1..1024). Every writer *and* the relay must agree: a key's
                                          shard is stored at write time. More shards = more relay
-                                         parallelism, more Kafka transactional producers.
+                                         instances can share the work, but more (smaller) Kafka
+                                         transactions: higher latency on small machines. See
+                                         docs/decisions/014-default-shard-count.md.
 ``OUTBOX_MAX_PAYLOAD_BYTES`` ``1048576`` Largest record (payload + key + headers) in bytes; Kafka's default
                                          ``message.max.bytes`` is about 1 MiB. Raise both together.
 ``OUTBOX_MAX_KEY_BYTES``    ``1024``     Largest key in bytes. Keys are indexed in ``key_sequence``; a btree
@@ -39,6 +41,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_SHARDS = 1024
 
 
+DEFAULT_SHARDS = 2
+"""The shard count when OUTBOX_SHARDS is not set, for writers and relays alike (docs/decisions/014)."""
+
+
 def _default_source() -> str:
     return f"urn:kafka-outbox:{socket.gethostname() or 'localhost'}"
 
@@ -48,7 +54,7 @@ class Settings:
     """The validated settings of the write side. Build with :func:`configure` or from the environment."""
 
     schema: str = "outbox"
-    shards: int = 8
+    shards: int = DEFAULT_SHARDS
     max_payload_bytes: int = 1_048_576
     max_key_bytes: int = 1024
     source: str = ""

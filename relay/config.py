@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from contextvars import ContextVar
 from enum import Enum
 from typing import Any, Self
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from outbox.config import DEFAULT_SHARDS
 from outbox.errors import ConfigError
 
 KAFKA_ENV_PREFIX = "OUTBOX_KAFKA_"
@@ -63,12 +65,23 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+_EXPLICIT: ContextVar[bool] = ContextVar("relay_settings_explicit", default=False)
+
+
 class RelaySettings(BaseSettings):
     """All the relay's knobs. Construct with :meth:`load`, never directly from a module import."""
 
     model_config = SettingsConfigDict(
         env_prefix="OUTBOX_RELAY_", frozen=True, extra="ignore", populate_by_name=True, case_sensitive=False,
     )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        # load(environ=...) means that mapping only: os.environ must not fill the gaps (it did, silently).
+        if _EXPLICIT.get():
+            return (init_settings,)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     # --- where -------------------------------------------------------------------------------------------
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
@@ -79,10 +92,10 @@ class RelaySettings(BaseSettings):
     """OUTBOX_SCHEMA: Postgres schema of the outbox tables. Default ``outbox``."""
 
     # --- ownership ---------------------------------------------------------------------------------------
-    shards: int = Field(8, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
-    """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 8.
-    More shards spread over more relay instances (one transactional producer each) but cost one producer and
-    one checkpoint partition per shard."""
+    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 2.
+    It caps how many relay instances share the work (one transactional producer each); each shard runs its own
+    Kafka transactions, so more shards also mean more, smaller transactions (docs/decisions/014)."""
     instance_id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=200)
     """OUTBOX_RELAY_INSTANCE_ID: this instance's name in the lease tables. Default ``<host>-<pid>-<random>``."""
     lease_ttl_s: float = Field(3.0, gt=0.2, le=300)
@@ -226,7 +239,11 @@ def _from_mapping(cls: type[RelaySettings], env: dict[str, str], kw: dict[str, A
         if var in env:
             values[name] = env[var]
     values.update(kw)
-    return cls.model_validate(values, context=None)
+    token = _EXPLICIT.set(True)
+    try:
+        return cls.model_validate(values, context=None)
+    finally:
+        _EXPLICIT.reset(token)
 
 
 def _env_name(field: str, alias: object) -> str:
@@ -262,7 +279,7 @@ class StatusSettings(BaseSettings):
 
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
     db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    shards: int = Field(8, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
     """OUTBOX_SHARDS as the relays use it: pending rows in shards at or beyond it are shown as stranded."""
 
     @classmethod
