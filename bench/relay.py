@@ -329,12 +329,15 @@ def _point(d: dict[str, Any]) -> dict[str, Any]:
     return {**d["latency_ms"], "offered_rate": d["offered_rate"], "events": d["events"], "received": d["received"]}
 
 
-def sweep_point(stack: Stack, url: str, home: Path, *, shards: int, rate: int, seconds: float,
+def sweep_point(stack: Stack, url: str, home: Path, *, shards: int, rate: int, seconds: float, warmup: float,
                 env: dict[str, str]) -> dict[str, Any]:
-    """(d) with another shard count: writers and a fresh relay at ``shards`` (the backlog is empty by now)."""
+    """(d) with another shard count: writers and a fresh relay at ``shards`` (the backlog is empty by now),
+    after the same discarded warm-up as (d) itself."""
     outbox.configure(shards=shards)
     relay = Relay(stack, url, home / f"relay-{shards}.log", OUTBOX_SHARDS=str(shards), **env)
     try:
+        if warmup:
+            latency(relay, url, stack.bootstrap, rate, warmup)
         return latency(relay, url, stack.bootstrap, rate, seconds)
     finally:
         relay.stop()
@@ -351,7 +354,7 @@ def main() -> int:
     ap.add_argument("--latency-warmup", type=float, default=20, help="seconds of (d) run and discarded first")
     ap.add_argument("--quiet-rate", type=int, default=10, help="a low offered rate for (d) (idle between events)")
     ap.add_argument("--quiet-seconds", type=float, default=30, help="duration of the low-rate (d); 0 skips it")
-    ap.add_argument("--shard-sweep", default="8,4,1",
+    ap.add_argument("--shard-sweep", default="4,2,1",
                     help="also measure (d) with these OUTBOX_SHARDS (relay restarted each time); '' skips")
     ap.add_argument("--sweep-seconds", type=float, default=30, help="duration of each sweep point")
     ap.add_argument("--repeat", type=int, default=2, help="interleaved runs of (a) and (b); best reported")
@@ -414,7 +417,8 @@ def main() -> int:
         by_shards = {str(int(relay.shards)): _point(d)}
         for n in [int(x) for x in args.shard_sweep.split(",") if x.strip()]:
             by_shards[str(n)] = _point(sweep_point(stack, url, home, shards=n, rate=args.rate,
-                                                  seconds=args.sweep_seconds, env=env))
+                                                  seconds=args.sweep_seconds, warmup=args.latency_warmup,
+                                                  env=env))
             print(f"(d shards={n})", by_shards[str(n)], flush=True)
         result = {
             "relay_events_per_s": a["events_per_s"], "raw_producer_events_per_s": b["events_per_s"],

@@ -7,7 +7,7 @@ with :func:`configure`. A bad value fails fast with a :class:`~outbox.errors.Con
 variable                    default      meaning (unit, trade-off)
 =========================== ============ =============================================================
 ``OUTBOX_SCHEMA``           ``outbox``   Postgres schema holding the outbox tables (a SQL identifier).
-``OUTBOX_SHARDS``           ``2``        Shards (1..1024). Every writer *and* the relay must agree: a key's
+``OUTBOX_SHARDS``           ``8``        Shards (1..1024). Every writer *and* the relay must agree: a key's
                                          shard is stored at write time. More shards = more relay
                                          instances can share the work, but more (smaller) Kafka
                                          transactions: higher latency on small machines. See
@@ -41,7 +41,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MAX_SHARDS = 1024
 
 
-DEFAULT_SHARDS = 2
+DEFAULT_SHARDS = 8
 """The shard count when OUTBOX_SHARDS is not set, for writers and relays alike (docs/decisions/014)."""
 
 

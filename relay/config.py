@@ -93,7 +93,7 @@ class RelaySettings(BaseSettings):
 
     # --- ownership ---------------------------------------------------------------------------------------
     shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
-    """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 2.
+    """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 8.
     It caps how many relay instances share the work (one transactional producer each); each shard runs its own
     Kafka transactions, so more shards also mean more, smaller transactions (docs/decisions/014)."""
     instance_id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=200)

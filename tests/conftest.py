@@ -25,8 +25,9 @@ from stack.kafka import KafkaCluster
 from stack.process import StackError
 
 # The suite's multi-shard tests (even splits over instances, failover, zombies, stranded shards, chaos) are
-# written for 8 shards; the product default is 2 (docs/decisions/014). Writers (outbox.configure() re-reads the
-# environment) and every relay a test starts inherit this; the defaults themselves are pinned by unit tests.
+# written for 8 shards: pinned here so they keep their meaning whatever the product default (docs/decisions/014).
+# Writers (outbox.configure() re-reads the environment) and every relay a test starts inherit it; the defaults
+# themselves are pinned by unit tests.
 os.environ.setdefault("OUTBOX_SHARDS", "8")
 
 TEMPLATE_DB = "outbox_template"

@@ -19,7 +19,7 @@ def _restore() -> Iterator[None]:
 
 def test_defaults() -> None:
     s = from_env({})
-    assert (s.schema, s.shards, s.max_payload_bytes, s.max_key_bytes) == ("outbox", 2, 1_048_576, 1024)
+    assert (s.schema, s.shards, s.max_payload_bytes, s.max_key_bytes) == ("outbox", 8, 1_048_576, 1024)
     assert s.source.startswith("urn:kafka-outbox:") and s.registry is None
 
 
