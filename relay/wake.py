@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from outbox.errors import StoreError
+from outbox.errors import ConfigError, StoreError
 
 log = logging.getLogger("relay.wake")
 
@@ -66,6 +66,10 @@ class Waker:
     def run(self, stop: threading.Event) -> None:
         try:
             self._loop(stop)
+        except ConfigError as exc:
+            # Only a hint: without it the workers still poll, so say why and carry on without it.
+            log.warning("wake probe disabled; idle shards pick new rows up on their own polls",
+                        extra={"error": str(exc)[:300]})
         finally:
             self._store.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 import sqlalchemy as sa
 
-from outbox.errors import DatabaseUnavailableError
+from outbox.errors import ConfigError, DatabaseUnavailableError
 
 
 class NewRowsProbe:
@@ -53,7 +53,7 @@ class NewRowsProbe:
             raw = conn.driver_connection
             if not isinstance(raw, psycopg.Connection):
                 conn.close()
-                raise TypeError("the relay needs the psycopg (3) driver: postgresql+psycopg://...")
+                raise ConfigError("the relay's wake probe needs the psycopg (3) driver: postgresql+psycopg://...")
             raw.autocommit = True
             self._conn, self._cur = conn, raw.cursor()
         return self._cur

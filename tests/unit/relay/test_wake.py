@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from outbox.errors import DatabaseUnavailableError
+from outbox.errors import ConfigError, DatabaseUnavailableError
 from relay.wake import Waker
 
 
@@ -95,3 +95,17 @@ def test_no_probe_while_every_worker_is_busy_then_it_skips_ahead() -> None:
     assert woken == [None]  # many rows since the last look: wake everyone, skip to the newest id
     probe.rows.append((501, 6))
     assert w.run_once() == 1 and woken == [None, frozenset({6})]
+
+
+def test_a_probe_that_cannot_work_turns_the_waker_off_not_the_relay() -> None:
+    class Unusable(FakeProbe):
+        def newest_id(self) -> int:
+            raise ConfigError("the relay's wake probe needs the psycopg (3) driver (fake)")
+
+    probe = Unusable()
+    w = Waker(probe, lambda _s: None, interval_s=0.001)
+    stop = threading.Event()
+    t = threading.Thread(target=w.run, args=(stop,), daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and probe.closed  # returned (no traceback), connection released
