@@ -154,7 +154,7 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
             "independent_check": "pass" if verdict.clean and not hanging else "fail",
             "reconciler_verdict": reconciler, "reconciler_output": rec.stdout[-4000:] or rec.stderr[-2000:],
             "writer_commits": stats["committed"], "writer_failures_db": stats["failed_db"],
-            "writer_failures_other": stats["failed_other"],
+            "writer_failures_other": stats["failed_other"], "writer_errors": work.writer_errors(),
             "examples": verdict.as_dict()["examples"],
             "duration_s": round(time.monotonic() - started, 1),
         }

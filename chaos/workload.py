@@ -118,6 +118,16 @@ class Workload:
                     total[k] += int(data[k])
         return total
 
+    def writer_errors(self) -> dict[str, int]:
+        """Every writer failure by cause (what a failed assertion on writer_failures_other should show)."""
+        out: dict[str, int] = {}
+        for i in range(len(self.writers)):
+            path = self.home / f"writer{i}.json"
+            if path.exists():
+                for what, n in json.loads(path.read_text()).get("errors", {}).items():
+                    out[what] = out.get(what, 0) + int(n)
+        return out
+
     def revive(self) -> None:
         """Restart any relay or consumer that is not running (after a kill, or if it exited on its own)."""
         for p in [*self.relays, *self.consumers]:

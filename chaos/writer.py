@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from outbox import Event, enqueue
+from outbox.errors import DatabaseUnavailableError
 
 DDL = "CREATE TABLE IF NOT EXISTS public.chaos_order (id bigserial primary key, key text not null, n int not null)"
 
@@ -58,14 +59,18 @@ def main() -> None:
                 enqueue(conn, Event(topic=rng.choice(topics), key=key, type="chaos.order.created",
                                     source="/chaos/writer", data={"key": key, "n": n, "pad": "x" * 200}))
             committed += 1
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseUnavailableError) as exc:
+            # DatabaseUnavailableError: the restart hit during enqueue's own statement, which outbox translates
+            # (raise ... from the driver's OperationalError). enqueue never talks to Kafka.
             failed_db += 1
-            errors[type(exc.orig).__name__ if exc.orig else type(exc).__name__] = errors.get(
-                type(exc.orig).__name__ if exc.orig else type(exc).__name__, 0) + 1
+            orig = getattr(exc, "orig", None) or exc.__cause__
+            name = type(orig).__name__ if orig is not None else type(exc).__name__
+            errors[name] = errors.get(name, 0) + 1
             next_at = time.monotonic() + 0.2  # the database is restarting: back off a little
         except Exception as exc:  # anything else is a failure the suite must report
             failed_other += 1
-            errors[f"{type(exc).__name__}: {str(exc)[:120]}"] = errors.get(type(exc).__name__, 0) + 1
+            what = f"{type(exc).__name__}: {str(exc)[:120]}"
+            errors[what] = errors.get(what, 0) + 1
         now = time.monotonic()
         if now - last_dump > 1.0:
             last_dump = now

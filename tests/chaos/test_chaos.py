@@ -26,7 +26,8 @@ def _assert_clean(results: dict[str, object]) -> None:
     assert results["hanging_transactions"] == 0, summary
     assert results["independent_check"] == "pass", summary
     assert results["reconciler_verdict"] == "proven", results["reconciler_output"]
-    assert results["writer_failures_other"] == 0, "a business write failed for a reason other than a DB restart"
+    assert results["writer_failures_other"] == 0, (
+        f"a business write failed for a reason other than a DB restart: {results.get('writer_errors')}")
 
 
 @pytest.mark.timeout(600)
