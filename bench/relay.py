@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -32,6 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 
 import outbox
+from bench.latency import latency, plot, point
+from bench.records import KEYS, PARTITIONS, PAYLOAD_BYTES, create_topic, payload
 from outbox.config import DEFAULT_SHARDS
 from outbox.envelope import kafka_headers
 from stack.env import Stack, start_stack
@@ -39,23 +40,6 @@ from stack.process import REPO_ROOT, free_port
 from stack.verify import consume_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PAYLOAD_BYTES = 1024
-KEYS = 1000
-PARTITIONS = 6
-
-
-def payload(i: int) -> bytes:
-    """1 KiB of JSON-ish bytes: realistic (partly compressible), different per event."""
-    head = json.dumps({"order": i, "customer": f"c{i % 9973}", "status": "created", "lines": i % 7}).encode()
-    body = (uuid.UUID(int=(i * 2654435761) % (1 << 128)).hex * 40).encode()
-    return (head + b' "pad": "' + body)[:PAYLOAD_BYTES]
-
-
-def create_topic(bootstrap: str, name: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive until the result is in
-    admin.create_topics([NewTopic(name, PARTITIONS, 1)])[name].result(60)
 
 
 def enqueue_backlog(url: str, topic: str, n: int, start: int = 0) -> float:
@@ -234,102 +218,7 @@ def raw_producer(url: str, bootstrap: str, topic: str) -> dict[str, Any]:
     return {"events": len(recs), "acked": acked[0], "seconds": round(dt, 3), "events_per_s": round(len(recs) / dt, 1)}
 
 
-def latency(relay: Relay, url: str, bootstrap: str, rate: int, seconds: float) -> dict[str, Any]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    create_topic(bootstrap, topic)
-    committed: dict[bytes, float] = {}
-    received: dict[bytes, float] = {}
-    stop = threading.Event()
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:6]}",
-                  "isolation.level": "read_committed", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "fetch.wait.max.ms": 10})
-    # Assign (no group join) and start fetching before the first write: a subscribe() would still be joining
-    # its group while the first events arrive and charge that second to the relay.
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    c.consume(1, timeout=1.0)
-
-    def consume() -> None:
-        # poll() returns as soon as one record is there; consume(n, timeout) would wait until n records or the
-        # timeout and charge that batching wait (half the timeout on average) to every event's latency.
-        while not stop.is_set():
-            first = c.poll(0.05)
-            if first is None:
-                continue
-            now = time.time()
-            for m in (first, *c.consume(1000, timeout=0)):  # whatever else is already fetched, without waiting
-                if m.error() is None:
-                    for h in m.headers() or []:
-                        if h[0] == "outbox-event-id" and isinstance(h[1], bytes):
-                            received[h[1]] = now
-
-    th = threading.Thread(target=consume, daemon=True)
-    th.start()
-    eng = sa.create_engine(url, pool_size=2)
-    per_txn = max(1, rate // 100)
-    period = per_txn / rate
-    i = 0
-    t_start = time.monotonic()
-    nxt = t_start
-    while time.monotonic() - t_start < seconds:
-        with eng.begin() as conn:
-            stored = outbox.enqueue(conn, *[outbox.Event(topic=topic, type="bench.lat", key=f"k{(i + j) % KEYS}",
-                                                         data=payload(i + j), content_type="application/octet-stream")
-                                            for j in range(per_txn)])
-        now = time.time()
-        for s in stored:
-            committed[str(s.event_id).encode()] = now
-        i += per_txn
-        nxt += period
-        time.sleep(max(0.0, nxt - time.monotonic()))
-    achieved = i / (time.monotonic() - t_start)
-    deadline = time.monotonic() + 60
-    while len(received) < len(committed) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    th.join(10)
-    c.close()
-    eng.dispose()
-    lat = sorted((received[k] - t) * 1000 for k, t in committed.items() if k in received)
-    series = sorted((t - min(committed.values()), (received[k] - t) * 1000) for k, t in committed.items()
-                    if k in received)
-
-    def pct(q: float) -> float:
-        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else float("nan")
-
-    return {"offered_rate": rate, "achieved_rate": round(achieved, 1), "events": len(committed),
-            "received": len(lat), "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
-                                                  "max": round(lat[-1], 2) if lat else None}, "_series": series}
-
-
-def plot(series: list[tuple[float, float]], lat: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    xs = [s[0] for s in series]
-    ys = [s[1] for s in series]
-    ax1.scatter(xs, ys, s=1, alpha=0.4)
-    ax1.set(xlabel="seconds into the run", ylabel="commit → read_committed consumer (ms)",
-            title=f"latency over time at {lat['offered_rate']} events/s offered", yscale="log")
-    srt = sorted(ys)
-    ax2.plot(srt, [i / len(srt) for i in range(len(srt))])
-    for q in ("p50", "p90", "p99"):
-        ax2.axvline(lat["latency_ms"][q], linestyle="--", linewidth=0.8)
-        ax2.text(lat["latency_ms"][q], 0.02, f" {q} {lat['latency_ms'][q]:.0f}ms", rotation=90, fontsize=8)
-    ax2.set(xlabel="latency (ms)", ylabel="fraction of events", title="CDF", xscale="log")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def _point(d: dict[str, Any]) -> dict[str, Any]:
-    return {**d["latency_ms"], "offered_rate": d["offered_rate"], "events": d["events"], "received": d["received"]}
-
-
-def sweep_point(stack: Stack, url: str, home: Path, *, shards: int, rate: int, seconds: float, warmup: float,
+def sweeppoint(stack: Stack, url: str, home: Path, *, shards: int, rate: int, seconds: float, warmup: float,
                 env: dict[str, str]) -> dict[str, Any]:
     """(d) with another shard count: writers and a fresh relay at ``shards`` (the backlog is empty by now),
     after the same discarded warm-up as (d) itself."""
@@ -337,8 +226,8 @@ def sweep_point(stack: Stack, url: str, home: Path, *, shards: int, rate: int, s
     relay = Relay(stack, url, home / f"relay-{shards}.log", OUTBOX_SHARDS=str(shards), **env)
     try:
         if warmup:
-            latency(relay, url, stack.bootstrap, rate, warmup)
-        return latency(relay, url, stack.bootstrap, rate, seconds)
+            latency(url, stack.bootstrap, rate, warmup)
+        return latency(url, stack.bootstrap, rate, seconds)
     finally:
         relay.stop()
         outbox.configure()
@@ -398,10 +287,10 @@ def main() -> int:
             # 9 ms; seen with every relay setting, also after a VACUUM; a relay started afterwards does not
             # see it): most likely the broker's JIT warming to a new regime. A production broker is warm, so
             # (d) is measured after a discarded warm-up at its rate.
-            latency(relay, url, stack.bootstrap, args.rate, args.latency_warmup)
-        d = latency(relay, url, stack.bootstrap, args.rate, args.seconds)
+            latency(url, stack.bootstrap, args.rate, args.latency_warmup)
+        d = latency(url, stack.bootstrap, args.rate, args.seconds)
         print("(d)", {k: v for k, v in d.items() if k != "_series"}, flush=True)
-        quiet = latency(relay, url, stack.bootstrap, args.quiet_rate, args.quiet_seconds) \
+        quiet = latency(url, stack.bootstrap, args.quiet_rate, args.quiet_seconds) \
             if args.quiet_seconds and args.quiet_rate else None
         if quiet is not None:
             print("(d quiet)", {k: v for k, v in quiet.items() if k != "_series"}, flush=True)
@@ -414,9 +303,9 @@ def main() -> int:
         print("(e)", small, big, flush=True)
         rss = relay.peak_rss_mb()
         rc = relay.stop()
-        by_shards = {str(int(relay.shards)): _point(d)}
+        by_shards = {str(int(relay.shards)): point(d)}
         for n in [int(x) for x in args.shard_sweep.split(",") if x.strip()]:
-            by_shards[str(n)] = _point(sweep_point(stack, url, home, shards=n, rate=args.rate,
+            by_shards[str(n)] = point(sweeppoint(stack, url, home, shards=n, rate=args.rate,
                                                   seconds=args.sweep_seconds, warmup=args.latency_warmup,
                                                   env=env))
             print(f"(d shards={n})", by_shards[str(n)], flush=True)

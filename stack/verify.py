@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from stack.kafka import KafkaCluster, kafka_tool
 from stack.process import StackError
@@ -43,10 +44,13 @@ def _liveness(cluster: KafkaCluster | None) -> str:
 
 
 def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolation: str = "read_committed",
-                cluster: KafkaCluster | None = None) -> list[Record]:
+                cluster: KafkaCluster | None = None, settle_s: float = 0.0) -> list[Record]:
     """Read every record of ``topics`` from the beginning up to the current end (the LSO under read_committed).
 
-    Raises StackError naming the unfinished partitions if that takes longer than ``timeout`` seconds.
+    ``settle_s``: first wait up to that long for each partition's LSO to reach its high watermark. A producer's
+    commit returns once the coordinator has logged it, and the partitions' commit markers follow a moment later:
+    without the wait, a check run right after a relay stops can miss its last batch. Pass 0 where a transaction
+    is meant to be open. Raises StackError naming the unfinished partitions if reading takes over ``timeout``.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -70,9 +74,10 @@ def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolatio
                 tp = TopicPartition(t, p, OFFSET_BEGINNING)
                 tps.append(tp)
                 # under read_committed the high mark reported here is the last stable offset
-                _lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=10, cached=False)
-                if hi > 0:
-                    ends[(t, p)] = hi
+                ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10, cached=False)[1]
+        if settle_s > 0 and isolation == "read_committed":
+            ends = _settled(bootstrap, c, ends, min(settle_s, max(0.0, deadline - time.monotonic())))
+        ends = {k: v for k, v in ends.items() if v > 0}
         c.assign(tps)
         out: list[Record] = []
         pos: dict[tuple[str, int], int] = {}
@@ -98,6 +103,29 @@ def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolatio
         return out
     finally:
         c.close()
+
+
+def _settled(bootstrap: str, committed: Any, lso: dict[tuple[str, int], int],
+             within: float) -> dict[tuple[str, int], int]:
+    """Poll the read_committed ends until each reaches the high watermark seen now, or ``within`` runs out (a
+    hanging transaction is find_hanging's to report); returns the ends to read up to."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    raw = Consumer({"bootstrap.servers": bootstrap, "group.id": f"verify-{uuid.uuid4().hex[:8]}",
+                    "isolation.level": "read_uncommitted", "log_level": 3})
+    try:
+        hw = {k: raw.get_watermark_offsets(TopicPartition(*k), timeout=10, cached=False)[1] for k in lso}
+    finally:
+        raw.close()
+    deadline = time.monotonic() + within
+    ends = dict(lso)
+    while True:
+        behind = [k for k in ends if ends[k] < hw[k]]
+        if not behind or time.monotonic() > deadline:
+            return ends
+        time.sleep(0.05)
+        for k in behind:
+            ends[k] = committed.get_watermark_offsets(TopicPartition(*k), timeout=10, cached=False)[1]
 
 
 def console_consume(bootstrap: str, topic: str, expected: int, timeout_ms: int = 20000) -> list[str]:

@@ -97,7 +97,7 @@ class Verdict:
 
 
 def verify(url: str, bootstrap: str, topics: Iterable[str], *, expect_all_published: bool = True,
-           check_hanging: bool = True, timeout: float = 90) -> Verdict:
+           check_hanging: bool = True, timeout: float = 90, settle_s: float = 10.0) -> Verdict:
     """Every non-dead-lettered row of ``topics`` is in Kafka exactly once, each key in key_seq order, the
     table says published at the partition/offset where Kafka has it, and no transaction hangs."""
     topics = list(topics)
@@ -106,7 +106,7 @@ def verify(url: str, bootstrap: str, topics: Iterable[str], *, expect_all_publis
             "SELECT event_id::text, topic, key, key_seq, published_at IS NOT NULL, kafka_partition, kafka_offset "
             "FROM outbox.event WHERE topic = ANY(%s) AND dead_at IS NULL", (topics,)).fetchall()
     expected = {r[0]: r for r in rows}
-    records = consume_all(bootstrap, topics, timeout=timeout)
+    records = consume_all(bootstrap, topics, timeout=timeout, settle_s=settle_s)
     v = Verdict(events=len(expected), seen=len(records))
     ids = [(r.header("outbox-event-id") or b"").decode() for r in records]
     counts = Counter(ids)
