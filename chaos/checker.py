@@ -36,6 +36,8 @@ class Verdict:
     duplicates: int = 0
     order_violations: int = 0
     phantoms: int = 0
+    rereads: int = 0
+    """Records the reader was handed twice at the same offset (a consumer-side re-fetch): not in the log twice."""
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -45,7 +47,7 @@ class Verdict:
     def as_dict(self) -> dict[str, object]:
         return {"events": self.events, "seen": self.seen, "lost": self.lost, "duplicates": self.duplicates,
                 "order_violations": self.order_violations, "phantoms": self.phantoms,
-                "examples": {k: v[:10] for k, v in self.examples.items()}}
+                "rereads": self.rereads, "examples": {k: v[:10] for k, v in self.examples.items()}}
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout_ms: int = 10000) -> list[Seen]:
@@ -83,11 +85,26 @@ def check(dsn: str, bootstrap: str, topics: list[str], schema: str = "outbox") -
     seen: list[Seen] = []
     for t in topics:
         seen.extend(read_topic(bootstrap, t, expected=sum(1 for v in expected.values() if v[0] == t)))
-    v = Verdict(events=len(expected), seen=len(seen))
+    return judge(expected, seen)
+
+
+def judge(expected: dict[str, tuple[str, bytes | None, int | None]], seen: list[Seen]) -> Verdict:
+    """The verdict on what was read (``seen``) against the rows (event id → topic, key, key_seq)."""
+    # One offset is one record: a reader handed the same offset twice (the ConsoleConsumer re-fetching after its
+    # group rejoined) did not find a duplicate in the log. A duplicate is one event id at two offsets.
+    at: dict[tuple[str, int, int], Seen] = {}
+    for s in seen:
+        at.setdefault((s.topic, s.partition, s.offset), s)
+    v = Verdict(events=len(expected), seen=len(at), rereads=len(seen) - len(at))
+    seen = list(at.values())
     counts = Counter(s.event_id for s in seen)
     dups = {e: n for e, n in counts.items() if n > 1}
     v.duplicates = sum(n - 1 for n in dups.values())
-    v.examples["duplicates"] = sorted(dups)
+    places = defaultdict(list)
+    for s in seen:
+        if s.event_id in dups:
+            places[s.event_id].append(f"{s.topic}[{s.partition}]@{s.offset}")
+    v.examples["duplicates"] = [f"{e} at {', '.join(places[e])}" for e in sorted(dups)]
     lost = sorted(set(expected) - set(counts))
     v.lost = len(lost)
     v.examples["lost"] = lost

@@ -146,6 +146,7 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
             "tier": plan.tier, "seed": seed, "broken_relay": broken,
             "events": verdict.events, "lost": verdict.lost, "duplicates": verdict.duplicates,
             "order_violations": verdict.order_violations, "phantoms": verdict.phantoms,
+            "checker_rereads": verdict.rereads,
             "relay_kills": inj.counts["relay_kill"], "relay_stops": inj.counts["relay_stop"],
             "broker_kills": inj.counts["broker_bounce"], "db_restarts": inj.counts["db_restart"],
             "outage_seconds": inj.counts.get("outage_seconds", 0),
