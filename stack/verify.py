@@ -44,7 +44,7 @@ def _liveness(cluster: KafkaCluster | None) -> str:
 
 
 def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolation: str = "read_committed",
-                cluster: KafkaCluster | None = None, settle_s: float = 0.0) -> list[Record]:
+                *, cluster: KafkaCluster | None = None, settle_s: float = 0.0) -> list[Record]:
     """Read every record of ``topics`` from the beginning up to the current end (the LSO under read_committed).
 
     ``settle_s``: first wait up to that long for each partition's LSO to reach its high watermark. A producer's
