@@ -161,7 +161,7 @@ class Supervisor:
         while True:
             try:
                 owned = self.owned
-                by_shard = {b.shard: b for b in self.store.backlog(owned)} if owned else {}
+                by_shard = {b.shard: b for b in self.store.backlog_gauges(owned)} if owned else {}
                 self.metrics.backlog.clear()
                 self.metrics.oldest_age.clear()
                 for s in owned:

@@ -69,3 +69,18 @@ def test_status_flags_stranded_shards(eight_shard_rows: str) -> None:
 
     res = run(app, ["status", "--database-url", url, "--format", "json"])  # default OUTBOX_SHARDS=8
     assert res.exit_code == 0 and json.loads(res.output)["stranded"] == {"pending": 0, "shards": []}, res.output
+
+
+def test_backlog_gauges_count_exactly_up_to_the_cap_and_estimate_beyond(fresh_db: str) -> None:
+    write_events(fresh_db, "orders", 300, keys=1)  # one key: one shard, dense ids
+    write_events(fresh_db, "orders", 40, keys=1, key_prefix="x")
+    store = RelayStore(sa.create_engine(fresh_db))
+    exact = {b.shard: b for b in store.backlog()}
+    small = {b.shard: b for b in store.backlog_gauges(list(range(8)), exact_up_to=1000)}
+    assert {s: b.pending for s, b in small.items()} == {s: b.pending for s, b in exact.items()}
+    capped = {b.shard: b for b in store.backlog_gauges(list(range(8)), exact_up_to=50)}
+    for s, b in exact.items():
+        assert abs(capped[s].pending - b.pending) <= 0.2 * b.pending, (s, capped[s], b)
+        assert capped[s].oldest_age_s is not None and b.oldest_age_s is not None
+        assert capped[s].oldest_age_s >= b.oldest_age_s - 1.0
+    store.engine.dispose()
