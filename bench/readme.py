@@ -19,6 +19,7 @@ def _load(name: str) -> dict[str, Any]:
 
 def table() -> str:
     w, r, c, p = _load("write.json"), _load("relay.json"), _load("reconcile.json"), _load("prune.json")
+    b = _load("backlog-2.json")
     rows = ["| benchmark | ours | reference (same run) | ratio | goal |", "|---|---|---|---|---|"]
     if w:
         rows.append(f"| write: business txn + 1 event vs the same txn alone, {w.get('writers', 8)} writers "
@@ -37,6 +38,17 @@ def table() -> str:
             if str(n) != str(r["details"].get("shards", 8)):
                 rows.append(f"| same, `OUTBOX_SHARDS={n}` (relay and writers) | p50 {pt['p50']:.0f} ms, "
                             f"p99 {pt['p99']:.0f} ms | — | — | p50 ≤ 10, p99 ≤ 50 ms |")
+        if r.get("backlog_ratio_1m_vs_10k") is not None:
+            d = r["details"]
+            rows.append(f"| relay: drain a 1M backlog vs a 10k backlog, `OUTBOX_SHARDS={d.get('shards', 8)}` "
+                        f"| {d['drain_big']['events_per_s']:,.0f} ev/s | {d['drain_small']['events_per_s']:,.0f} ev/s "
+                        f"| **{r['backlog_ratio_1m_vs_10k']:.2f}** | ≥ 0.9 |")
+        if b:
+            rows.append(f"| same, `OUTBOX_SHARDS={b['shards']}` (`python -m bench.backlog`) "
+                        f"| {b['big_events_per_s']:,.0f} ev/s | {b['small_median_events_per_s']:,.0f} ev/s "
+                        f"| **{b['backlog_ratio_big_vs_small']:.2f}** | ≥ 0.9 |")
+        if r.get("relay_peak_rss_mb") is not None:
+            rows.append(f"| relay: peak RSS over the whole run | {r['relay_peak_rss_mb']:.0f} MB | — | — | ≤ 150 MB |")
         quiet = r.get("latency_quiet_ms")
         if quiet:
             rows.append(f"| relay: commit → consumer latency at {r.get('quiet_rate')} ev/s (a quiet service) "

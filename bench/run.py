@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = [("write", "write.json"), ("relay", "relay.json"), ("reconcile", "reconcile.json"), ("prune", "prune.json")]
+BENCHES = [("write", "write.json"), ("relay", "relay.json"), ("backlog", "backlog-2.json"),
+           ("reconcile", "reconcile.json"), ("prune", "prune.json")]
 
 
 def main() -> int:
