@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 import outbox
-from bench.relay import RESULTS, Relay, drain
+from bench.relay import RESULTS, Relay, drain, migrated
 from stack.env import start_stack
 
 _CLAIM = ("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id, payload FROM outbox.event WHERE shard = 0 AND "
@@ -71,12 +71,7 @@ def main() -> int:
     stack = start_stack(home=home)
     relay: Relay | None = None
     try:
-        from alembic import command
-
-        from migrations import alembic_config
-
-        url = stack.url("postgres")
-        command.upgrade(alembic_config(url), "heads")
+        url = migrated(stack)
         outbox.configure(shards=args.shards)
         relay = Relay(stack, url, home / "relay.log", OUTBOX_SHARDS=str(args.shards))
         drain(relay, url, stack.bootstrap, 50_000, verify=False)  # warm-up, as in bench.relay

@@ -42,6 +42,17 @@ from stack.verify import consume_all
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def migrated(stack: Stack) -> str:
+    """The stack's database upgraded to our heads; returns its SQLAlchemy URL."""
+    from alembic import command
+
+    from migrations import alembic_config
+
+    url = stack.url("postgres")
+    command.upgrade(alembic_config(url), "heads")
+    return url
+
+
 def enqueue_backlog(url: str, topic: str, n: int, start: int = 0) -> float:
     """Write ``n`` events in ONE transaction (so they become visible at once); returns the commit instant."""
     eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -259,12 +270,7 @@ def main() -> int:
     stack = start_stack(home=home)
     relay: Relay | None = None
     try:
-        from alembic import command
-
-        from migrations import alembic_config
-
-        url = stack.url("postgres")
-        command.upgrade(alembic_config(url), "heads")
+        url = migrated(stack)
         relay = Relay(stack, url, home / "relay.log", **env)
         print(f"relay ready in {relay.startup_s:.2f}s", flush=True)
         meter = CpuMeter(stack, relay.proc.pid)

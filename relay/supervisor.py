@@ -96,8 +96,9 @@ class Supervisor:
                 return False  # ask again for the next shard
             self._floor_ok = cache == 1
             if not self._floor_ok:
-                log.warning("the event id sequence has CACHE > 1, so ids are not drawn in time order: claims "
-                            "start from each shard's lowest pending id (no claim floor)", extra={"cache": cache})
+                log.warning("the event id sequence's CACHE is not 1 (or it was not found), so ids may not be "
+                            "drawn in time order: claims start from each shard's lowest pending id (no claim "
+                            "floor; docs/decisions/015)", extra={"cache": cache})
         return bool(self._floor_ok) and self.s.claim_floor
 
     def _reap(self) -> None:

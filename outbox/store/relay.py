@@ -176,12 +176,12 @@ class RelayStore(StatusQueries):
         return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(xmax), int(g))
 
     def id_sequence_cache(self) -> int:
-        """The event id sequence's CACHE (1 unless a DBA changed it; the claim floor needs 1)."""
+        """The event id sequence's CACHE (1 unless a DBA changed it; the claim floor needs 1); 0 if not found."""
         q = sa.text("SELECT s.seqcache FROM pg_catalog.pg_sequence s "
                     "WHERE s.seqrelid = pg_get_serial_sequence(:t, 'id')::regclass")
         with _db("reading the event id sequence"), self._autocommit.connect() as c:
             v = c.execute(q, {"t": f'"{self._schema}".event'}).scalar()
-        return int(v) if v is not None else 1
+        return int(v) if v is not None else 0
 
     def mark_published(self, shard: int, owner: str, epoch: int, marks: Sequence[Mark],
                        before_commit: Callable[[], None] | None = None) -> int:

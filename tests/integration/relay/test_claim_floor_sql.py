@@ -40,3 +40,14 @@ def test_a_claim_above_the_floor_skips_published_rows_a_pinned_snapshot_keeps(fr
         assert store.claim_above(shard, 100, top, snap.gen)[0] == []
         pin.rollback()
     eng.dispose()
+
+
+def test_a_cached_id_sequence_is_detected(fresh_db: str) -> None:
+    """With CACHE > 1, ids are not drawn in time order, and the relay turns the floor off (ADR 015)."""
+    eng = sa.create_engine(fresh_db)
+    store = RelayStore(eng)
+    assert store.id_sequence_cache() == 1
+    with eng.begin() as c:
+        c.execute(sa.text("ALTER TABLE outbox.event ALTER COLUMN id SET CACHE 20"))
+    assert store.id_sequence_cache() == 20
+    eng.dispose()
