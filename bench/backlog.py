@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 import psycopg
 
 import outbox
-from bench.relay import RESULTS, Relay, drain, migrated
+from bench.relay import RESULTS, Relay, drain, migrated, teardown
 from stack.env import start_stack
 
 _CLAIM = ("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id, payload FROM outbox.event WHERE shard = 0 AND "
@@ -94,10 +93,7 @@ def main() -> int:
         return 0 if relay.stop() == 0 else 1
     finally:
         outbox.configure()
-        if relay is not None and relay.proc.poll() is None:
-            relay.proc.kill()
-        stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        teardown(relay, stack, home)
 
 
 if __name__ == "__main__":

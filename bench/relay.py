@@ -343,10 +343,15 @@ def main() -> int:
         ok = a.get("verified_exactly_once") and small.get("verified_exactly_once") and rc == 0
         return 0 if ok else 1
     finally:
-        if relay is not None and relay.proc.poll() is None:
-            relay.proc.kill()
-        stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        teardown(relay, stack, home)
+
+
+def teardown(relay: Relay | None, stack: Stack, home: Path) -> None:
+    """However a benchmark ended: no relay, broker or Postgres left running, no scratch directory left behind."""
+    if relay is not None and relay.proc.poll() is None:
+        relay.proc.kill()
+    stack.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
