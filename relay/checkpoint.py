@@ -46,6 +46,11 @@ def opening(shard: int, epoch: int) -> bytes:
     return json.dumps({"v": VERSION, "open": True, "shard": shard, "epoch": epoch}, separators=(",", ":")).encode()
 
 
+def probe(shard: int, epoch: int) -> bytes:
+    """Value of the record that recovery produces and aborts to learn where the partition ends."""
+    return json.dumps({"v": VERSION, "probe": True, "shard": shard, "epoch": epoch}, separators=(",", ":")).encode()
+
+
 def encode(shard: int, epoch: int, owner: str, marks: Sequence[Mark]) -> bytes:
     rows = [[m.id, m.partition, m.offset] for m in marks]
     doc = {"v": VERSION, "shard": shard, "epoch": epoch, "owner": owner, "rows": rows}

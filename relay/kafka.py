@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer as _Consumer
-from confluent_kafka import IsolationLevel as _Iso
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
 from relay.config import RelaySettings
@@ -162,6 +159,28 @@ class KafkaTransport:
     def abort(self) -> None:
         _call(f"aborting ({self._tid})", self._producer.abort_transaction, self._timeout)
 
+    def probe_end(self, partition: int, key: bytes, value: bytes) -> int:
+        # One record in a transaction of its own, acknowledged (acks=all), then aborted: see relay.ports.
+        landed: list[tuple[KafkaError | None, int | None]] = []
+        self.begin()
+        try:
+            self._producer.produce(self._checkpoint_topic, value, key, partition=partition,
+                                   on_delivery=lambda err, msg: landed.append((err, msg.offset())))
+        except (KafkaException, BufferError) as exc:
+            err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL)
+            raise translate(err, "producing the recovery probe") from exc
+        if self._flush(self._timeout) or not landed:
+            raise KafkaUnavailableError(f"the recovery probe was not acknowledged within {self._timeout:.0f}s "
+                                        f"({self._tid})")
+        err, offset = landed[0]
+        if err is not None:
+            raise translate(err, "producing the recovery probe")
+        if offset is None or offset < 0:
+            raise KafkaUnavailableError(f"the recovery probe was acknowledged without an offset ({offset}, "
+                                        f"{self._tid})")
+        self.abort()
+        return offset
+
     def close(self) -> None:
         # Closing never commits: an open transaction is aborted by the broker or by the next owner's init.
         self._producer.purge(in_queue=True, in_flight=False, blocking=False)
@@ -176,7 +195,6 @@ class KafkaCheckpointLog:
         self._topic = settings.checkpoint_topic
         self._partitions = 0
         self._admin = AdminClient(client_config(settings), logger=log)
-        self._admin_lock = threading.Lock()
 
     def ensure(self, shards: int) -> int:
         md = _call("reading metadata", self._admin.list_topics, None, self._settings.kafka_timeout_s)
@@ -190,73 +208,52 @@ class KafkaCheckpointLog:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise translate(exc.args[0], f"creating checkpoint topic {self._topic!r}") from exc
-            md = _call("reading metadata", self._admin.list_topics, self._topic, self._settings.kafka_timeout_s)
+        md = self._await_partitions()
         self._partitions = len(md.topics[self._topic].partitions)
         if self._partitions < shards:
             log.warning("checkpoint topic has fewer partitions than shards; shards share partitions",
                         extra={"topic": self._topic, "partitions": self._partitions, "shards": shards})
         return self._partitions
 
+    def _await_partitions(self) -> Any:
+        # Right after creation the metadata can list the topic with no partitions yet (seen in tests): counting
+        # those would map every shard to partition 0 in this instance while others read partition <shard>.
+        deadline = time.monotonic() + self._settings.kafka_timeout_s
+        while True:
+            md = _call("reading metadata", self._admin.list_topics, self._topic, self._settings.kafka_timeout_s)
+            t = md.topics.get(self._topic)
+            if t is not None and t.error is None and t.partitions:
+                return md
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"checkpoint topic {self._topic!r} has no partitions in the metadata "
+                                            f"{self._settings.kafka_timeout_s:.0f}s after creating it")
+            time.sleep(0.1)
+
     def partition_for(self, shard: int) -> int:
         return shard % max(1, self._partitions)
 
-    def _end(self, tp: TopicPartition, committed: bool) -> tuple[int, int]:
-        iso = _Iso.READ_COMMITTED if committed else _Iso.READ_UNCOMMITTED
-        t = self._settings.kafka_timeout_s
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-        admin = self._admin  # held for this call: the futures below die with their client
-        futs = admin.list_offsets({tp: latest}, isolation_level=iso, request_timeout=t)
-        lo = admin.list_offsets({tp: earliest}, request_timeout=t)
-        try:
-            # Never wait unbounded: a future of a client that lost its brokers may never resolve.
-            return int(lo[tp].result(timeout=t + 5).offset), int(futs[tp].result(timeout=t + 5).offset)
-        except FutureTimeout as exc:
-            self._refresh_admin(admin)
-            raise KafkaUnavailableError(f"listing checkpoint offsets of {tp.topic}[{tp.partition}]: "
-                                        f"no answer within {t + 5:.0f}s") from exc
-        except KafkaException as exc:
-            # After every broker restarted, this client's cached leader epochs can stay stale for good
-            # (FENCED_LEADER_EPOCH on every retry, seen in the chaos suite): retry with a fresh client.
-            self._refresh_admin(admin)
-            raise translate(exc.args[0], "listing checkpoint offsets") from exc
+    def read_last(self, shard: int, end: int) -> bytes | None:
+        """The value of the last record with the shard's key below offset ``end``, read under read_committed
+        backwards from ``end`` in growing windows (64, 512, 4096 … records), never the whole topic.
 
-    def _refresh_admin(self, failed: AdminClient) -> None:
-        with self._admin_lock:
-            if self._admin is failed:  # several shard threads may fail at once: replace it only once
-                self._admin = AdminClient(client_config(self._settings), logger=log)
-
-    def read_last(self, shard: int) -> bytes | None:
-        """Read backwards from the end in growing windows, never the whole topic.
-
-        First wait until the last stable offset reaches the high watermark seen now: a checkpoint of ours could
-        otherwise sit behind another shard's open transaction, invisible, and look missing.
+        ``end`` must come from a produce acknowledgement (``Transport.probe_end``), never from a metadata query:
+        ListOffsets answered ``-1001`` (OFFSET_INVALID) with no error while the partition's leader was down
+        (reproduced: tests/faults/relay/test_checkpoint_leader_loss.py), and a reader that trusted it found no
+        checkpoint and re-sent a committed batch. For the same reason an offset reset goes to the *earliest*
+        offset: the reader may re-read, it never skips.
         """
         tp = TopicPartition(self._topic, self.partition_for(shard))
         key = str(shard).encode()
-        _lo, hw = self._end(tp, committed=False)
-        deadline = time.monotonic() + self._settings.transaction_timeout_ms / 1000 + self._settings.kafka_timeout_s
-        while True:
-            lo, lso = self._end(tp, committed=True)
-            if lso >= hw:
-                break
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"checkpoint partition {tp.topic}[{tp.partition}]: last stable offset {lso} stuck below the high "
-                    f"watermark {hw} for longer than the transaction timeout: a transaction there never got its "
-                    "markers (a hanging transaction; Kafka can skip markers after a quick broker restart). Find it "
-                    "with `kafka-transactions.sh find-hanging --broker-id <leader>` and abort it; see "
-                    "docs/operations.md, 'Hanging transactions'")
-            time.sleep(0.05)
         window = 64
         consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
                               "-checkpoint-reader", "isolation.level": "read_committed",
-                              "enable.auto.commit": False, "enable.partition.eof": True}, logger=log)
+                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                              "enable.partition.eof": True}, logger=log)
         try:
             while True:
-                start = max(lo, hw - window)
-                found = self._scan(consumer, tp, start, hw, key)
-                if found is not None or start <= lo:
+                start = max(0, end - window)
+                found = self._scan(consumer, tp, start, end, key)
+                if found is not None or start == 0:
                     return found
                 window *= 8
         finally:
@@ -281,7 +278,12 @@ class KafkaCheckpointLog:
                     return last
                 if m.key() == key:
                     last = m.value()
-        raise KafkaUnavailableError(f"reading checkpoint partition {tp.partition} from {start} timed out")
+        raise KafkaUnavailableError(
+            f"checkpoint partition {tp.topic}[{tp.partition}]: offsets {start}..{end} not readable under "
+            f"read_committed within {self._settings.kafka_timeout_s:.0f}s: its leader is unavailable, or a "
+            "transaction there is still open or hanging (Kafka can skip markers after a quick broker restart; find "
+            "it with `kafka-transactions.sh find-hanging --broker-id <leader>` and abort it, see docs/operations.md, "
+            "'Hanging transactions')")
 
 
 def probe(settings: RelaySettings, timeout: float = 10.0) -> int:

@@ -59,6 +59,13 @@ class Transport(Protocol):
     def abort(self) -> None:
         """Abort the open transaction. If that fails the transport is unusable: close it and make a new one."""
 
+    def probe_end(self, partition: int, key: bytes, value: bytes) -> int:
+        """After init(): produce one record to ``partition`` in a transaction of its own, abort it, and return
+        the offset the broker gave it. Every transaction of this id that ended before init() lies below that
+        offset, so recovery reads the checkpoint partition up to it: an end bound acknowledged by the partition's
+        leader itself, where a metadata query (ListOffsets) can answer a wrong offset without an error."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +76,7 @@ class CheckpointLog(Protocol):
 
     def partition_for(self, shard: int) -> int: ...
 
-    def read_last(self, shard: int) -> bytes | None:
-        """The value of the shard's last committed checkpoint (read_committed), or None if it has none."""
+    def read_last(self, shard: int, end: int) -> bytes | None:
+        """The value of the shard's last committed checkpoint below offset ``end`` (from ``probe_end``), or
+        None if it has none. Raises KafkaUnavailableError rather than answer from a partial read."""
         ...

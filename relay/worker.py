@@ -87,15 +87,17 @@ class ShardWorker:
         try:
             t.init()
             if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
-                self._recover()
+                self._recover(t)
         except BaseException:
             t.close()
             raise
         self._transport = t
         return t
 
-    def _recover(self) -> int:
-        value = self._checkpoints.read_last(self.shard)
+    def _recover(self, t: Transport) -> int:
+        partition = self._checkpoints.partition_for(self.shard)
+        end = t.probe_end(partition, checkpoint.opening_key_for(self.shard), checkpoint.probe(self.shard, self.epoch))
+        value = self._checkpoints.read_last(self.shard, end)
         if value is None:
             return 0
         cp = checkpoint.decode(value)

@@ -30,6 +30,7 @@ class FakeKafka:
     fail_init: list[PublishError] = field(default_factory=list)
     epochs: dict[int, int] = field(default_factory=dict)  # current producer epoch per transactional id
     inits: int = 0
+    probes: int = 0  # recovery probes (produced and aborted: never visible)
 
     def published(self) -> list[int]:
         return [r.ref for txn in self.committed for r in txn]
@@ -101,6 +102,11 @@ class FakeTransport:
     def abort(self) -> None:
         self.open = None
 
+    def probe_end(self, partition: int, key: bytes, value: bytes) -> int:
+        self._fenced()
+        self.k.probes += 1
+        return sum(len(v) for v in self.k.checkpoints.values()) + self.k.probes
+
     def close(self) -> None:
         self.closed = True
 
@@ -116,6 +122,6 @@ class FakeCheckpointLog:
     def partition_for(self, shard: int) -> int:
         return shard
 
-    def read_last(self, shard: int) -> bytes | None:
+    def read_last(self, shard: int, end: int) -> bytes | None:
         got = self.k.checkpoints.get(str(shard).encode())  # the exact key, like the real reader
         return got[-1] if got else None
