@@ -190,6 +190,8 @@ def iter_acks(bootstrap: str, topic: str, timeout: float = 60) -> Iterator[list[
         ends: dict[int, int] = {}
         for p in md.topics[topic].partitions:
             _lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            if hi < 0:  # an invalid answer (e.g. -1001 with the leader gone) must not read as "empty partition"
+                raise ConsumerError(f"ack topic {topic!r} partition {p}: no valid end offset ({hi}); retry")
             if hi > 0:
                 ends[p] = hi
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])

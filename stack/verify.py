@@ -77,6 +77,8 @@ def consume_all(bootstrap: str, topics: list[str], timeout: float = 60, isolatio
                 ends[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10, cached=False)[1]
         if settle_s > 0 and isolation == "read_committed":
             ends = _settled(bootstrap, c, ends, min(settle_s, max(0.0, deadline - time.monotonic())))
+        if bad := {k: v for k, v in ends.items() if v < 0}:  # e.g. -1001 while a leader is gone: never "empty"
+            raise StackError(f"no valid end offset for {sorted(bad)}: {bad}{_liveness(cluster)}")
         ends = {k: v for k, v in ends.items() if v > 0}
         c.assign(tps)
         out: list[Record] = []
