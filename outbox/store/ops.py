@@ -10,6 +10,9 @@ Semantics (docs/operations.md, docs/decisions/030-replay-and-dlq.md):
   ``relay_epoch`` are cleared, the event id stays, so inboxes deduplicate. Pending and dead rows are left alone.
 * **dlq retry** clears ``dead_at`` and ``attempts`` of the row and resolves its dead letter (``retried``); the
   key's later rows were held (still pending, larger ids), so the retried row goes first again.
+* Both re-queue a row into its key's shard under the shard count in use *now* (``shards``): a row written before
+  the count changed would otherwise go back to its old shard, stranded (no relay owns it) or published by a
+  second relay beside the key's newer rows, out of order.
 * **dlq discard** resolves the dead letter (``discarded``); the row stays dead, and the key is released.
 * **prune** deletes published rows past the retention that a reconcile checkpoint covers for *every* consumer
   group subscribed to the row's topic; rows of a topic no group subscribes to are never pruned.
@@ -25,7 +28,9 @@ from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
+from outbox.event import shard_for
 from outbox.schema import dead_letter, event, reconcile_checkpoint, replay_audit, subscription
 from outbox.store import translate_errors
 
@@ -129,21 +134,38 @@ def start_replay_audit(conn: sa.Connection, actor: str, sel: ReplaySelector) -> 
                                 .returning(replay_audit.c.id)).scalar_one())
 
 
-def replay_batch(conn: sa.Connection, sel: ReplaySelector, audit_id: int, after_id: int, limit: int) -> list[int]:
+def _build_requeue() -> sa.Update:
+    ids = sa.bindparam("rq_ids", type_=ARRAY(sa.BigInteger))
+    v = sa.func.unnest(ids, sa.bindparam("rq_shards", type_=ARRAY(sa.SmallInteger))
+                       ).table_valued("id", "s").render_derived(name="v", with_types=False)
+    # `id = ANY(:ids)` lets the planner fetch the rows by primary key (see outbox.store.relay's mark).
+    return (event.update().where(event.c.id == sa.any_(ids), event.c.id == v.c.id)
+            .values(shard=v.c.s, published_at=None, kafka_partition=None, kafka_offset=None, relay_epoch=None,
+                    attempts=0, last_error=None))
+
+
+_REQUEUE = _build_requeue()
+
+
+def _shard(r: Any, shards: int) -> int:
+    return shard_for(r.topic, None if r.key is None else bytes(r.key), r.event_id, shards)
+
+
+def replay_batch(conn: sa.Connection, sel: ReplaySelector, audit_id: int, after_id: int, limit: int, *,
+                 shards: int) -> list[int]:
     """Re-queue the next ``limit`` published rows with id > ``after_id``; returns their ids (ascending).
 
     The audit row is updated in the same transaction (count and compact id ranges), so the record always
     matches what was committed. ``FOR UPDATE`` serialises with a concurrent relay mark of the same rows.
     """
-    victims = (sa.select(event.c.id).where(sel.where(), _PUBLISHED, event.c.id > after_id)
-               .order_by(event.c.id).limit(limit).with_for_update().cte("victims"))
-    upd = (event.update().where(event.c.id == victims.c.id)
-           .values(published_at=None, kafka_partition=None, kafka_offset=None, relay_epoch=None, attempts=0,
-                   last_error=None)
-           .returning(event.c.id))
+    victims = (sa.select(event.c.id, event.c.topic, event.c.key, event.c.event_id)
+               .where(sel.where(), _PUBLISHED, event.c.id > after_id)
+               .order_by(event.c.id).limit(limit).with_for_update())
     with translate_errors("re-queueing a replay batch"):
-        ids = sorted(int(r[0]) for r in conn.execute(upd).all())
+        rows = conn.execute(victims).all()
+        ids = [int(r.id) for r in rows]
         if ids:
+            conn.execute(_REQUEUE, {"rq_ids": ids, "rq_shards": [_shard(r, shards) for r in rows]})
             cur = conn.execute(sa.select(replay_audit.c.selector).where(replay_audit.c.id == audit_id)
                                .with_for_update()).scalar_one()
             doc = dict(cur)
@@ -258,8 +280,10 @@ def get_dead_letter(conn: sa.Connection, dl_id: int) -> DeadLetter | None:
     return _dead_letter(r, dict(row._mapping) if row is not None else {"event_row": "missing"})
 
 
-def resolve_dead_letter(conn: sa.Connection, dl_id: int, how: Resolution, actor: str) -> ResolveOutcome:
-    """Retry or discard one open dead letter (see the module docstring); locks it first."""
+def resolve_dead_letter(conn: sa.Connection, dl_id: int, how: Resolution, actor: str, *,
+                        shards: int) -> ResolveOutcome:
+    """Retry or discard one open dead letter (see the module docstring); locks it first. A retried row goes to
+    its key's shard under ``shards``, the count writers and relays use now."""
     with translate_errors(f"resolving dead letter {dl_id}"):
         r = conn.execute(sa.select(dead_letter.c.event_pk, dead_letter.c.resolved_at)
                          .where(dead_letter.c.id == dl_id).with_for_update()).first()
@@ -270,8 +294,11 @@ def resolve_dead_letter(conn: sa.Connection, dl_id: int, how: Resolution, actor:
         if how is Resolution.RETRIED:
             # The row becomes pending again with a fresh attempt budget. Its later rows of the same key are
             # pending too, with larger ids: the relay's id-ordered claim publishes this one first.
-            conn.execute(event.update().where(event.c.id == r.event_pk, event.c.dead_at.is_not(None))
-                         .values(dead_at=None, attempts=0, last_error=None))
+            row = conn.execute(sa.select(event.c.topic, event.c.key, event.c.event_id)
+                               .where(event.c.id == r.event_pk, event.c.dead_at.is_not(None))).first()
+            if row is not None:
+                conn.execute(event.update().where(event.c.id == r.event_pk, event.c.dead_at.is_not(None))
+                             .values(dead_at=None, attempts=0, last_error=None, shard=_shard(row, shards)))
         conn.execute(dead_letter.update().where(dead_letter.c.id == dl_id)
                      .values(resolved_at=sa.func.now(), resolution=how.value, resolved_by=actor))
     return ResolveOutcome.DONE

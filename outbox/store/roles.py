@@ -18,8 +18,8 @@ relay        SELECT on ``event``, UPDATE of its state columns only (published_at
 consumer     the inbox helper: SELECT/INSERT/UPDATE on ``inbox``, SELECT/INSERT on ``inbox_redelivery`` and
              ``subscription``.
 auditor      SELECT on every table. Read-only (the reconciler's checkpoints are written by ``operator``).
-operator     ``outbox replay | dlq | prune``: SELECT on every table; UPDATE of event state columns; DELETE on
-             ``event``; UPDATE on ``dead_letter``; INSERT/UPDATE on ``replay_audit``; INSERT on
+operator     ``outbox replay | dlq | prune``: SELECT on every table; UPDATE of event state columns and shard;
+             DELETE on ``event``; UPDATE on ``dead_letter``; INSERT/UPDATE on ``replay_audit``; INSERT on
              ``reconcile_checkpoint`` (``outbox reconcile`` writing checkpoints runs as operator).
 ============ ===========================================================================================
 
@@ -68,8 +68,9 @@ def _grants(role: Role) -> list[str]:
                 "SELECT, INSERT ON {s}.subscription"]
     if role is Role.AUDITOR:
         return ["SELECT ON " + ", ".join("{s}." + t for t in _ALL_TABLES)]
+    # shard too: replay and dlq retry re-queue a row into its key's shard under the count in use now
     return ["SELECT ON " + ", ".join("{s}." + t for t in _ALL_TABLES),
-            f"UPDATE ({_STATE_COLUMNS}) ON {{s}}.event", "DELETE ON {s}.event",
+            f"UPDATE ({_STATE_COLUMNS}, shard) ON {{s}}.event", "DELETE ON {s}.event",
             "UPDATE ON {s}.dead_letter", "INSERT, UPDATE ON {s}.replay_audit",
             "INSERT ON {s}.reconcile_checkpoint"]
 

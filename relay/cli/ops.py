@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from outbox.config import DEFAULT_SHARDS, MAX_SHARDS
 from outbox.errors import ConfigError, OutboxError
 from outbox.schema import translate_map
 from outbox.store import ops as store
@@ -39,6 +40,9 @@ DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_UR
 Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
                                      help="Postgres schema of the outbox tables.")]
 Actor = Annotated[str | None, typer.Option("--actor", help="Who to record in the audit (default: the OS user).")]
+Shards = Annotated[int, typer.Option(
+    "--shards", envvar="OUTBOX_SHARDS", show_envvar=True, min=1, max=MAX_SHARDS,
+    help="The shard count writers and relays use now: a re-queued row goes to its key's shard under it.")]
 
 console = Console(stderr=True, highlight=False)
 # Piped or captured output gets a wide fixed width, so ids and reasons are not squeezed into 80 columns.
@@ -162,6 +166,7 @@ def replay(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per transaction.")] = 1000,
     actor: Actor = None,
+    shards: Shards = DEFAULT_SHARDS,
 ) -> None:
     """Re-publish already published events with their SAME event ids (see REPLAY_HELP)."""
     try:
@@ -197,7 +202,7 @@ def replay(
         with engine.begin() as conn:
             audit_id = store.start_replay_audit(conn, actor_name(actor), sel)
         n = run_batches(engine, "replay", plan.replayable,
-                        lambda c, after: store.replay_batch(c, sel, audit_id, after, batch_size))
+                        lambda c, after: store.replay_batch(c, sel, audit_id, after, batch_size, shards=shards))
         out.print(f"re-queued {n} events for publication (replay_audit id {audit_id})")
 
 

@@ -13,12 +13,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from outbox.config import DEFAULT_SHARDS
 from outbox.store import ops as store
 from relay.cli.ops import (
     EXIT_CHECK_FAILED,
     Actor,
     DbUrl,
     Schema,
+    Shards,
     actor_name,
     key_text,
     make_engine,
@@ -81,13 +83,14 @@ def show_cmd(*, dl_id: Annotated[int, typer.Argument(help="Dead-letter id.")], d
         out.print(f"[bold]{k:>16}[/bold]  {v}")
 
 
-def _resolve(ids: list[int], how: store.Resolution, database_url: str, schema: str, actor: str | None) -> None:
+def _resolve(ids: list[int], how: store.Resolution, database_url: str, schema: str, actor: str | None, *,
+             shards: int) -> None:
     who, failed = actor_name(actor), 0
     with run_guard():
         engine = make_engine(database_url, schema)
         for dl_id in ids:
             with engine.begin() as conn:  # one transaction per id: a bad id does not undo the others
-                res = store.resolve_dead_letter(conn, dl_id, how, who)
+                res = store.resolve_dead_letter(conn, dl_id, how, who, shards=shards)
             failed += res is not store.ResolveOutcome.DONE
             verb = "retried" if how is store.Resolution.RETRIED else "discarded"
             out.print(f"dead letter {dl_id}: {verb if res is store.ResolveOutcome.DONE else res.value}")
@@ -95,14 +98,15 @@ def _resolve(ids: list[int], how: store.Resolution, database_url: str, schema: s
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def retry_cmd(*, ids: Ids, database_url: DbUrl, schema: Schema = "outbox", actor: Actor = None) -> None:
+def retry_cmd(*, ids: Ids, database_url: DbUrl, schema: Schema = "outbox", actor: Actor = None,
+              shards: Shards = DEFAULT_SHARDS) -> None:
     """Re-queue the dead-lettered events (fresh attempts) ahead of their key's held rows; resolve as 'retried'."""
-    _resolve(ids, store.Resolution.RETRIED, database_url, schema, actor)
+    _resolve(ids, store.Resolution.RETRIED, database_url, schema, actor, shards=shards)
 
 
 def discard_cmd(*, ids: Ids, database_url: DbUrl, schema: Schema = "outbox", actor: Actor = None) -> None:
     """Give up on the events (never published) and release their keys; resolve as 'discarded'."""
-    _resolve(ids, store.Resolution.DISCARDED, database_url, schema, actor)
+    _resolve(ids, store.Resolution.DISCARDED, database_url, schema, actor, shards=DEFAULT_SHARDS)
 
 
 def build() -> typer.Typer:

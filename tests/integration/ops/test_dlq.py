@@ -6,6 +6,7 @@ import json
 
 import sqlalchemy as sa
 
+import outbox
 from outbox.schema import dead_letter
 from outbox.store.relay import RelayStore
 from tests.integration.ops.conftest import Cli, Db, uid
@@ -92,3 +93,17 @@ def test_a_retried_row_that_fails_again_is_dead_lettered_again_and_holds_its_key
     assert _claim_all(db) == []
     (dl,) = _dl(db)
     assert dl.resolved_at is None and dl.reason == "failed again"
+
+
+def test_retry_after_a_shard_count_change_requeues_into_the_keys_shard_now(db: Db, cli: Cli) -> None:
+    # Written under 8 shards, retried after writers and relays moved to 3: the row must join its key's newer
+    # rows in their shard (one publisher, id order), not go back to a shard no relay owns or a second publisher.
+    topic = f"t-{uid()}"
+    (ev,) = db.write(topic, ["moved"])
+    db.dead_letter(ev.id)
+    (dl,) = _dl(db)
+    want = outbox.shard_for(topic, b"moved", ev.event_id, 3)
+    assert db.row(ev.id).shard == outbox.shard_for(topic, b"moved", ev.event_id, 8)
+    res = cli("dlq", "retry", str(dl.id), "--shards", "3", url=db.url)
+    assert res.exit_code == 0, res.output
+    assert db.row(ev.id).shard == want

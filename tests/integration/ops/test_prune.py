@@ -89,7 +89,7 @@ def test_a_replayed_row_is_not_pruned_until_published_again(db: Db) -> None:
     sel = ops.ReplaySelector(event_ids=(evs[0].event_id,))
     with db.engine.begin() as conn:
         audit = ops.start_replay_audit(conn, "op", sel)
-        ops.replay_batch(conn, sel, audit, 0, 10)
+        ops.replay_batch(conn, sel, audit, 0, 10, shards=8)
     cutoff = datetime.now(UTC)
     with db.engine.begin() as conn:
         ceiling = ops.prune_ceiling(conn)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+import outbox
 from outbox.schema import replay_audit
 from outbox.store import ops
 from outbox.store.relay import RelayStore
@@ -106,7 +107,7 @@ def test_interrupted_replay_is_still_audited_with_what_was_done(db: Db) -> None:
     with db.engine.begin() as conn:
         audit_id = ops.start_replay_audit(conn, "bob", sel)
     with db.engine.begin() as conn:
-        done = ops.replay_batch(conn, sel, audit_id, 0, 2)
+        done = ops.replay_batch(conn, sel, audit_id, 0, 2, shards=8)
     # ... the process dies here: the audit says exactly what was committed
     (audit,) = _audits(db)
     assert audit.event_count == 2 and audit.selector["replayed_id_ranges"] == [[done[0], done[1]]]
@@ -130,3 +131,15 @@ def test_unreachable_database_exits_2_without_leaking_the_password(cli: Cli) -> 
     assert "Hunter2Secret" not in res.output
     assert "error:" in res.output
     _ = json  # keep import used if assertions change
+
+
+def test_replay_requeues_into_each_keys_shard_under_the_count_in_use_now(db: Db, cli: Cli) -> None:
+    topic = f"t-{uid()}"
+    evs = db.write(topic, [f"k{i}" for i in range(20)] + [None])
+    db.publish([e.id for e in evs])
+    res = cli("replay", "--topic", topic, "--shards", "3", url=db.url)
+    assert res.exit_code == 0, res.output
+    for e in evs:
+        key = None if e.key is None else bytes(e.key)
+        assert db.row(e.id).shard == outbox.shard_for(topic, key, e.event_id, 3), e
+    assert {db.row(e.id).shard for e in evs} <= {0, 1, 2}
