@@ -19,6 +19,7 @@ from alembic import command
 
 from chaos.checker import check
 from chaos.faults import Injector, Plan, schedule
+from chaos.forensics import report
 from chaos.proxy import FaultProxy
 from chaos.workload import Workload
 from migrations import alembic_config
@@ -160,6 +161,13 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
             "duration_s": round(time.monotonic() - started, 1),
         }
         _log(json.dumps({k: v for k, v in results.items() if k not in ("reconciler_output", "examples")}))
+        if not verdict.clean:
+            try:
+                results["forensics"] = report(pg.dsn(), home, verdict.examples)
+            except Exception as exc:
+                results["forensics"] = [f"forensics failed: {type(exc).__name__}: {exc}"]
+            for line in results["forensics"]:  # type: ignore[attr-defined]
+                _log(line)
         return Outcome(results, home)
     finally:
         if work is not None:

@@ -99,6 +99,7 @@ class ShardWorker:
         end = t.probe_end(partition, checkpoint.opening_key_for(self.shard), checkpoint.probe(self.shard, self.epoch))
         value = self._checkpoints.read_last(self.shard, end)
         if value is None:
+            log.info("recovery: the shard has no checkpoint", extra={"shard": self.shard, "below_offset": end})
             return 0
         cp = checkpoint.decode(value)
         n = self._store.mark_published(self.shard, self.owner, self.epoch, cp.marks)
@@ -108,6 +109,9 @@ class ShardWorker:
             self._metrics.published.labels(self._label).inc(n)
             log.info("recovered the last committed batch without re-sending",
                      extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner})
+        else:  # one line per (re)initialisation: an audit trail of what recovery saw, also when all is settled
+            log.info("recovery: the last committed batch was already marked",
+                     extra={"shard": self.shard, "rows": len(cp.marks), "from_epoch": cp.epoch, "below_offset": end})
         return n
 
     def _drop_transport(self) -> None:

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _assert_clean(results: dict[str, object]) -> None:
-    summary = {k: v for k, v in results.items() if k != "reconciler_output"}
+    # A string, so pytest prints all of it (a dict message is cut to one line, which hid the examples in CI).
+    summary = json.dumps({k: v for k, v in results.items() if k != "reconciler_output"}, indent=1, default=str)
     assert results["lost"] == 0, summary
     assert results["duplicates"] == 0, summary
     assert results["order_violations"] == 0, summary
