@@ -23,6 +23,8 @@ from relay.config import RelaySettings
 from relay.ports import Delivery, OutRecord
 
 log = logging.getLogger("relay.kafka")
+# librdkafka's own lines: a child logger, kept at WARNING by relay.logs unless debugging (ours stay at INFO).
+_client_log = logging.getLogger("relay.kafka.client")
 
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 _PERMANENT = frozenset({
@@ -95,7 +97,7 @@ class KafkaTransport:
         self._timeout = settings.kafka_timeout_s
         self._checkpoint_topic = settings.checkpoint_topic
         self._tid = settings.transactional_id(shard)
-        self._producer = Producer(producer_config(settings, shard), logger=log)
+        self._producer = Producer(producer_config(settings, shard), logger=_client_log)
         self._raw: list[tuple[int, KafkaError | None, int, int]] = []
 
     def _on_delivery(self, ref: int, err: KafkaError | None, msg: Any) -> None:
@@ -194,7 +196,7 @@ class KafkaCheckpointLog:
         self._settings = settings
         self._topic = settings.checkpoint_topic
         self._partitions = 0
-        self._admin = AdminClient(client_config(settings), logger=log)
+        self._admin = AdminClient(client_config(settings), logger=_client_log)
 
     def ensure(self, shards: int) -> int:
         md = _call("reading metadata", self._admin.list_topics, None, self._settings.kafka_timeout_s)
@@ -248,7 +250,7 @@ class KafkaCheckpointLog:
         consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
                               "-checkpoint-reader", "isolation.level": "read_committed",
                               "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                              "enable.partition.eof": True}, logger=log)
+                              "enable.partition.eof": True}, logger=_client_log)
         try:
             while True:
                 start = max(0, end - window)
@@ -290,7 +292,7 @@ def probe(settings: RelaySettings, timeout: float = 10.0) -> int:
     """Check that a broker answers; returns the number of brokers. Raises KafkaUnavailableError."""
     errors: list[KafkaError] = []
     conf: dict[str, Any] = {**client_config(settings), "error_cb": errors.append}
-    admin = AdminClient(conf, logger=log)
+    admin = AdminClient(conf, logger=_client_log)
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:

@@ -155,6 +155,6 @@ def setup(level: str = "INFO", stream: TextIO | None = None, secrets: Iterable[s
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # librdkafka's own lines come through the "relay.kafka" logger; keep them at WARNING unless debugging.
-    logging.getLogger("relay.kafka").setLevel(level if level == "DEBUG" else "WARNING")
+    # librdkafka's own lines come through "relay.kafka.client"; keep them at WARNING unless debugging.
+    logging.getLogger("relay.kafka.client").setLevel(level if level == "DEBUG" else "WARNING")
     logging.getLogger("alembic").setLevel("WARNING")  # the start-up schema check would log its context at INFO
