@@ -34,9 +34,16 @@ def test_sigkill_at_each_point_then_restart_is_exactly_once(  # noqa: PLR0917
     # (mid_produce leaves a transaction open on purpose: there, do not wait for the partitions to settle.)
     before = verify(fresh_db, bootstrap, [topic], expect_all_published=False, check_hanging=False,
                     settle_s=0 if point == "mid_produce" else 10)
-    assert not before.duplicates and not before.lost, str(before)
+    raw = consume_all(bootstrap, [topic], isolation="read_uncommitted")
+    in_log = {(r.header("outbox-event-id") or b"").decode() for r in raw}
+    # The other shards' workers run on while one is killed, so the kill also catches them anywhere in *their*
+    # batch (seen in CI once producers started in a new order): a batch committed but not yet marked (visible and
+    # pending, for the survivor's recovery to mark), or a committed batch sitting *behind* another shard's open
+    # transaction in a partition, hidden from read_committed readers until the restart aborts that transaction
+    # (the last stable offset stops at its first record). Marked rows must therefore be in the log, and visible
+    # once the survivor has run: the final check below.
+    assert not before.duplicates and set(before.lost) <= in_log, str(before)
     if point == "mid_produce":
-        raw = consume_all(bootstrap, [topic], isolation="read_uncommitted")
         assert len(raw) > before.seen, "records of the open transaction must be in the log, invisible"
 
     survivor = spawn(relays, relay_env, tmp_path, "survivor", OUTBOX_RELAY_BATCH_SIZE="40")
