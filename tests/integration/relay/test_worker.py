@@ -76,6 +76,20 @@ def test_commit_whose_ack_was_lost_is_marked_from_the_checkpoint_not_resent(fres
     assert k.inits > SHARDS, "the worker re-initialised its producer after the unknown commit"
 
 
+def test_recovery_that_cannot_learn_the_checkpoint_end_publishes_nothing_until_it_can(
+        fresh_db: str, store: RelayStore, topic: str) -> None:
+    # A committed batch whose ack was lost, then the re-initialised producer's recovery probe fails twice (the
+    # checkpoint partition's leader is gone): the worker must not claim before a probe succeeds and recovery has
+    # marked that batch, or it would send it again.
+    write_events(fresh_db, topic, 120, keys=12)
+    k = FakeKafka(fail_commit=[KafkaUnavailableError("lost-ack: commit timed out")], probe_failures_after_lost_ack=2)
+    r = Relay(store, settings(fresh_db), k)
+    r.drain(fresh_db)
+    assert pending(fresh_db) == 0
+    published_once(k, fresh_db)
+    assert not k.fail_probe and k.inits >= SHARDS + 3, "the re-init's probe failed twice, then recovery ran"
+
+
 def test_transient_commit_failure_is_retried_without_loss(fresh_db: str, store: RelayStore, topic: str) -> None:
     write_events(fresh_db, topic, 100, keys=7)
     k = FakeKafka(fail_commit=[KafkaUnavailableError("broker down")] * 3)

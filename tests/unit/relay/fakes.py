@@ -28,6 +28,8 @@ class FakeKafka:
     broker_refuse: set[int] = field(default_factory=set)  # refs whose whole record batch the broker refuses
     fail_commit: list[PublishError] = field(default_factory=list)  # raised by the next commits, in order
     fail_init: list[PublishError] = field(default_factory=list)
+    fail_probe: list[PublishError] = field(default_factory=list)  # raised by the next recovery probes, in order
+    probe_failures_after_lost_ack: int = 0  # that many probes fail right after a "lost-ack" commit
     epochs: dict[int, int] = field(default_factory=dict)  # current producer epoch per transactional id
     inits: int = 0
     probes: int = 0  # recovery probes (produced and aborted: never visible)
@@ -89,6 +91,8 @@ class FakeTransport:
                 raise e
             # "lost-ack": the commit happened, but the client never heard back
             self._do_commit()
+            self.k.fail_probe += [KafkaUnavailableError("probe not acknowledged (fake)")] * \
+                self.k.probe_failures_after_lost_ack
             raise e
         self._do_commit()
 
@@ -104,6 +108,8 @@ class FakeTransport:
 
     def probe_end(self, partition: int, key: bytes, value: bytes) -> int:
         self._fenced()
+        if self.k.fail_probe:
+            raise self.k.fail_probe.pop(0)
         self.k.probes += 1
         return sum(len(v) for v in self.k.checkpoints.values()) + self.k.probes
 
