@@ -20,7 +20,6 @@ Result: ``bench/results/write.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -37,6 +36,8 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+
+from bench.cpu import await_quiet, cpu_of, process_cpu, spent
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DB = "bench_write"
@@ -91,39 +92,6 @@ QUIET_WAIT_S = 30.0  # before each pair, wait up to this long for the machine to
 REFERENCE_ROUNDS = 5  # pairs without vs with one bare round trip, after the main rounds
 
 
-def _await_quiet(max_wait: float) -> float:
-    """Wait (up to ``max_wait`` s) until other work leaves the CPUs idle; our writers are parked meanwhile, so
-    what is busy now is someone else. Returns the seconds waited."""
-    started = time.monotonic()
-    while psutil.cpu_percent(interval=0.5) / 100 > QUIET and time.monotonic() - started < max_wait:
-        pass
-    return round(time.monotonic() - started, 1)
-
-
-def _process_cpu(pid: int) -> float:
-    """CPU seconds of a local process; /proc/<pid>/schedstat has nanoseconds, psutil only clock ticks."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        t = psutil.Process(pid).cpu_times()
-        return float(t.user + t.system)
-
-
-def _cpu(procs: list[Any]) -> dict[int, float]:
-    """CPU seconds so far of each process, by pid (a process that exited meanwhile is left out)."""
-    out: dict[int, float] = {}
-    for p in procs:
-        with contextlib.suppress(psutil.Error):  # the process exited
-            out[p.pid] = _process_cpu(p.pid)
-    return out
-
-
-def _spent(before: dict[int, float], after: dict[int, float]) -> float:
-    # a process that started during the round counts from zero; one that exited is lost (rare: writers keep
-    # their connection, so backends live as long as the run)
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
-
 def _round(pipes: list[Pipe], extra: str, seconds: float, clients: list[Any],
            server: Callable[[], tuple[list[Any], list[Any]]]) -> dict[str, Any]:
     """One timed round: transactions/s, CPU µs per transaction (writers, Postgres backends, Postgres background
@@ -134,23 +102,23 @@ def _round(pipes: list[Pipe], extra: str, seconds: float, clients: list[Any],
         p.send((extra, start_at, seconds))
     # CPU is sampled over the timed window itself, not the lead-in while the writers wait for start_at
     time.sleep(max(0.0, start_at - time.time()))
-    c0, b0, g0 = _cpu(clients), _cpu(backends), _cpu(background)
+    c0, b0, g0 = cpu_of(clients), cpu_of(backends), cpu_of(background)
     m0 = psutil.cpu_times()
     time.sleep(max(0.0, start_at + seconds - time.time()))
     m1 = psutil.cpu_times()
     backends, background = server()  # again: autovacuum workers come and go (a newcomer counts from zero)
-    c1, b1, g1 = _cpu(clients), _cpu(backends), _cpu(background)
+    c1, b1, g1 = cpu_of(clients), cpu_of(backends), cpu_of(background)
     txns = sum(p.recv() for p in pipes)
     n = max(txns, 1)
     local = bool(backends)
     total = sum(m1) - sum(m0)
     idle = (m1.idle - m0.idle) + (getattr(m1, "iowait", 0.0) - getattr(m0, "iowait", 0.0))
-    ours = _spent(c0, c1) + _spent(b0, b1) + _spent(g0, g1)
+    ours = spent(c0, c1) + spent(b0, b1) + spent(g0, g1)
     return {
         "tps": txns / seconds,
-        "client_us": _spent(c0, c1) / n * 1e6,
-        "backend_us": _spent(b0, b1) / n * 1e6 if local else None,
-        "background_us": _spent(g0, g1) / n * 1e6 if local else None,
+        "client_us": spent(c0, c1) / n * 1e6,
+        "backend_us": spent(b0, b1) / n * 1e6 if local else None,
+        "background_us": spent(g0, g1) / n * 1e6 if local else None,
         # fractions of all the machine's CPU time during the round (the round's wall time x cpus)
         "busy": 1 - idle / total if total > 0 else None,
         "ours": ours / total if total > 0 and local else None,
@@ -167,7 +135,7 @@ def isolated_costs(url: str, blocks: int = 7, txns: int = 400) -> dict[str, dict
     rnd = random.Random(99)
 
     def block(conn: sa.Connection, backend: int, with_event: bool) -> tuple[float, float]:
-        c0, s0 = time.thread_time(), _process_cpu(backend) if local else 0.0
+        c0, s0 = time.thread_time(), process_cpu(backend) if local else 0.0
         for _ in range(txns):
             customer = f"c-{rnd.randrange(KEYS)}"
             with conn.begin():
@@ -176,7 +144,7 @@ def isolated_costs(url: str, blocks: int = 7, txns: int = 400) -> dict[str, dict
                 if with_event:
                     outbox.enqueue(conn, outbox.Event(topic="orders", type="order.created", key=customer,
                                                       data={"id": oid, "customer": customer, "total": "9.99"}))
-        c1, s1 = time.thread_time(), _process_cpu(backend) if local else 0.0
+        c1, s1 = time.thread_time(), process_cpu(backend) if local else 0.0
         return (c1 - c0) / txns * 1e6, (s1 - s0) / txns * 1e6
 
     out: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
@@ -281,7 +249,7 @@ def run(url: str, *, writers: int, rounds: int, seconds: float, quiet_wait: floa
             _round(pipes, extra, 1.0, clients, server)
         waited: list[float] = []
         for r in range(rounds):
-            waited.append(_await_quiet(quiet_wait))
+            waited.append(await_quiet(quiet_wait, QUIET))
             # alternate which side goes first, so neither always runs on a warmer database
             order = (NOTHING, EVENT) if r % 2 == 0 else (EVENT, NOTHING)
             for extra in order:
@@ -291,7 +259,7 @@ def run(url: str, *, writers: int, rounds: int, seconds: float, quiet_wait: floa
                   f"(ratio {wi['tps'] / wo['tps']:.2f}; CPUs busy {wo['busy']:.0%} / {wi['busy']:.0%}, "
                   f"others {_others(wo)} / {_others(wi)}; waited {waited[-1]} s for quiet)", flush=True)
         for r in range(REFERENCE_ROUNDS):  # the ceiling of any design that adds one statement
-            _await_quiet(quiet_wait)
+            await_quiet(quiet_wait, QUIET)
             pair = {extra: _round(pipes, extra, seconds, clients, server)
                     for extra in ((NOTHING, ROUND_TRIP) if r % 2 == 0 else (ROUND_TRIP, NOTHING))}
             samples[ROUND_TRIP].append(pair[ROUND_TRIP])
