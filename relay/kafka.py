@@ -124,12 +124,12 @@ class KafkaTransport:
             except KafkaException as exc:
                 raise translate(exc.args[0], f"producing outbox row {record.ref} to {record.topic!r}") from exc
 
-    def send_checkpoint(self, partition: int, key: bytes, value: bytes) -> None:
+    def send_checkpoint(self, partition: int, key: bytes, value: bytes, on_delivery: Any = None) -> None:
         try:
-            self._producer.produce(self._checkpoint_topic, value, key, partition=partition)
+            self._producer.produce(self._checkpoint_topic, value, key, partition=partition, on_delivery=on_delivery)
         except (KafkaException, BufferError) as exc:
             err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL)
-            raise translate(err, "producing the checkpoint") from exc
+            raise translate(err, "producing to the checkpoint partition") from exc
 
     def flush(self) -> list[Delivery]:
         deadline = time.monotonic() + self._timeout
@@ -165,12 +165,7 @@ class KafkaTransport:
         # One record in a transaction of its own, acknowledged (acks=all), then aborted: see relay.ports.
         landed: list[tuple[KafkaError | None, int | None]] = []
         self.begin()
-        try:
-            self._producer.produce(self._checkpoint_topic, value, key, partition=partition,
-                                   on_delivery=lambda err, msg: landed.append((err, msg.offset())))
-        except (KafkaException, BufferError) as exc:
-            err = exc.args[0] if isinstance(exc, KafkaException) else KafkaError(KafkaError._QUEUE_FULL)
-            raise translate(err, "producing the recovery probe") from exc
+        self.send_checkpoint(partition, key, value, on_delivery=lambda err, msg: landed.append((err, msg.offset())))
         if self._flush(self._timeout) or not landed:
             raise KafkaUnavailableError(f"the recovery probe was not acknowledged within {self._timeout:.0f}s "
                                         f"({self._tid})")
