@@ -5,7 +5,7 @@ and one big drain, with ``--shards`` relay shards and writers. While the big dra
 ``--every`` seconds:
 
 - the relay's publish rate;
-- the claim's ``EXPLAIN (ANALYZE, BUFFERS)`` for shard 0 (how many index entries of published rows it re-reads);
+- an *unbounded* claim's ``EXPLAIN (ANALYZE, BUFFERS)``, i.e. what a claim would cost without the claim floor;
 - dead tuples, autovacuum progress and WAL volume (full-page images included).
 
 This is how ADR 015 found the two causes of slow big drains. Writes ``bench/results/backlog-<shards>.json``.

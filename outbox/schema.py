@@ -136,6 +136,16 @@ relay_lease = Table(
     Column("renewed_at", TS, nullable=True),
 )
 
+# One row. Bumped in the transaction that makes rows pending again below the relays' claim floors (DLQ retry or
+# discard, which releases a held key; replay): a claim that sees a new value ignores its floor (relay/floor.py).
+relay_requeue = Table(
+    "relay_requeue",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False, server_default=text("1")),
+    Column("gen", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
 relay_instance = Table(
     "relay_instance",
     metadata,

@@ -163,6 +163,10 @@ class RelaySettings(BaseSettings):
     http_port: int = Field(9108, ge=-1, le=65535)
     """OUTBOX_RELAY_HTTP_PORT (default 9108): port of /metrics, /healthz, /readyz; 0 = any free port (logged),
     -1 = no HTTP server."""
+    claim_floor: bool = True
+    """OUTBOX_RELAY_CLAIM_FLOOR (default true): claims skip the ids each shard already finished, proven safe with
+    the database's transaction horizon (docs/decisions/015-claim-floor.md). Off: every claim starts from the
+    shard's lowest pending id (slower with a large backlog while vacuum has not caught up)."""
     stats_interval_s: float = Field(5.0, gt=0, le=3600)
     """OUTBOX_RELAY_STATS_INTERVAL_S (seconds, default 5): refresh of backlog/DLQ/held-key gauges (one
     aggregate query over the pending index)."""

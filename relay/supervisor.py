@@ -22,6 +22,7 @@ from outbox.store.relay import RelayStore
 from outbox.store.relay_probe import NewRowsProbe
 from relay.config import RelaySettings
 from relay.faults import Faults
+from relay.floor import ClaimFloor
 from relay.leases import LeaseManager
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
@@ -60,6 +61,7 @@ class Supervisor:
         self._started = False
         self._stopping = False
         self._stranded = 0  # pending rows beyond OUTBOX_SHARDS at the last stats round
+        self._floor_ok: bool | None = None  # the id sequence allows a claim floor (asked once)
 
     # --- health ------------------------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -76,7 +78,7 @@ class Supervisor:
     def _start(self, shard: int, epoch: int) -> None:
         w = ShardWorker(shard, epoch, settings=self.s, store=self.store, transport_factory=self._factory,
                         checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults,
-                        slots=self._slots)
+                        slots=self._slots, floor=ClaimFloor(self._floor_enabled()))
         stop = threading.Event()
         r = _Running(w, stop, threading.Thread(target=lambda: r.exit.append(w.run(stop)),
                                                 name=f"relay-shard-{shard}", daemon=True))
@@ -84,6 +86,20 @@ class Supervisor:
         r.thread.start()
         self.metrics.lease_events.labels("acquired").inc()
         log.info("shard acquired", extra={"shard": shard, "epoch": epoch})
+
+    def _floor_enabled(self) -> bool:
+        """The claim floor is sound only when event ids are drawn in time order: no sequence cache (ADR 015)."""
+        if self._floor_ok is None and self.s.claim_floor:
+            try:
+                cache = self.store.id_sequence_cache()
+            except StoreError:
+                return False  # ask again for the next shard
+            self._floor_ok = cache == 1
+            if not self._floor_ok:
+                log.warning("the event id sequence's CACHE is not 1 (or it was not found), so ids may not be "
+                            "drawn in time order: claims start from each shard's lowest pending id (no claim "
+                            "floor; docs/decisions/015)", extra={"cache": cache})
+        return bool(self._floor_ok) and self.s.claim_floor
 
     def _reap(self) -> None:
         """Collect finished workers: release rebalanced shards, forget lost ones."""

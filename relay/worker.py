@@ -29,6 +29,7 @@ from outbox.store.relay import Mark, RelayStore
 from relay import checkpoint, tracing
 from relay.config import BrokenMode, KillPoint, RelaySettings
 from relay.faults import Faults
+from relay.floor import ClaimFloor
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
 from relay.publish import Published, isolate, publish_batch
@@ -59,7 +60,7 @@ class ShardWorker:
     def __init__(self, shard: int, epoch: int, *, settings: RelaySettings, store: RelayStore,
                  transport_factory: Callable[[int], Transport], checkpoints: CheckpointLog,
                  metrics: Metrics, faults: Faults, slots: threading.Semaphore | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 floor: ClaimFloor | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.shard, self.epoch, self.s = shard, epoch, settings
         self.owner = settings.instance_id
         self._store, self._factory, self._checkpoints = store, transport_factory, checkpoints
@@ -72,6 +73,7 @@ class ShardWorker:
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
         self._slots = slots or threading.Semaphore(1)
         self._woken = threading.Event()
+        self._floor = floor or ClaimFloor(settings.claim_floor)
         self.idle = False  # in an idle wait (read by the waker's thread: a plain bool is enough)
 
     def wake(self) -> None:
@@ -142,11 +144,13 @@ class ShardWorker:
                 self._slots.release()
 
         try:
-            rows = self._store.claim(self.shard, self.s.batch_size)
+            rows, snap = self._store.claim_above(self.shard, self.s.batch_size, *self._floor.bound())
             claimed_at = self._clock()
             if not rows:
                 self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
                 return Result()
+            self._floor.claimed(rows[-1].id, len(rows), self.s.batch_size, snap)
+            claimed_ids = [r.id for r in rows]
             claimed, full = len(rows), len(rows) >= self.s.batch_size
             self._faults.batch_started()
             batch = isolate(rows, set(self._suspects)) if self._suspects else rows
@@ -181,6 +185,8 @@ class ShardWorker:
             self._metrics.batch_rows.observe(len(out.marks))
             self._metrics.batch_seconds.observe(self._clock() - started)
         dead = self._handle_failures(batch_len, out)
+        marked = {m.id for m in out.marks}
+        self._floor.finished(next((i for i in claimed_ids if i not in marked), None))
         return Result(claimed, len(out.marks), len(out.refused) + len(out.suspects), dead,
                       full and batch_len == claimed and not out.suspects)
 
@@ -224,6 +230,8 @@ class ShardWorker:
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             exc = rs.outcome.exception() if rs.outcome else None
             kind = "kafka" if isinstance(exc, KafkaUnavailableError) else "db"
+            if kind == "db":
+                self._floor.reset()  # whatever the database is now, start the next claim from the bottom
             self._metrics.retries.labels(kind).inc()
             log.warning("transient failure, retrying", extra={"shard": self.shard, "error": str(exc)[:300],
                                                               "attempt": rs.attempt_number})
@@ -255,6 +263,7 @@ class ShardWorker:
                     # A bug or an unforeseen error: never drop the shard's rows, never spin. Back off and retry.
                     errors += 1
                     self._drop_transport()
+                    self._floor.reset()
                     log.exception("unexpected error in shard worker", extra={"shard": self.shard})
                     stop.wait(min(self.s.retry_max_s, self.s.retry_initial_s * 2 ** min(errors, 10)))
                     continue

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from outbox.event import shard_for
-from outbox.schema import dead_letter, event, reconcile_checkpoint, replay_audit, subscription
+from outbox.schema import dead_letter, event, reconcile_checkpoint, relay_requeue, replay_audit, subscription
 from outbox.store import translate_errors
 
 _PUBLISHED = event.c.published_at.is_not(None)
@@ -166,6 +166,7 @@ def replay_batch(conn: sa.Connection, sel: ReplaySelector, audit_id: int, after_
         ids = [int(r.id) for r in rows]
         if ids:
             conn.execute(_REQUEUE, {"rq_ids": ids, "rq_shards": [_shard(r, shards) for r in rows]})
+            _requeued(conn)
             cur = conn.execute(sa.select(replay_audit.c.selector).where(replay_audit.c.id == audit_id)
                                .with_for_update()).scalar_one()
             doc = dict(cur)
@@ -301,7 +302,14 @@ def resolve_dead_letter(conn: sa.Connection, dl_id: int, how: Resolution, actor:
                              .values(dead_at=None, attempts=0, last_error=None, shard=_shard(row, shards)))
         conn.execute(dead_letter.update().where(dead_letter.c.id == dl_id)
                      .values(resolved_at=sa.func.now(), resolution=how.value, resolved_by=actor))
+        _requeued(conn)  # either way the key is released: its held rows may sit below a relay's claim floor
     return ResolveOutcome.DONE
+
+
+def _requeued(conn: sa.Connection) -> None:
+    """Rows became pending again, perhaps below the relays' claim floors: make their next claims start from the
+    bottom. In the caller's transaction, so a claim sees the rows and the new generation together (ADR 015)."""
+    conn.execute(relay_requeue.update().where(relay_requeue.c.id == 1).values(gen=relay_requeue.c.gen + 1))
 
 
 # --- prune -------------------------------------------------------------------------------------------------

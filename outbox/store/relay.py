@@ -24,11 +24,12 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from outbox.errors import DatabaseUnavailableError, LeaseLostError
-from outbox.schema import dead_letter, event, relay_instance, relay_lease, translate_map
+from outbox.schema import dead_letter, event, relay_instance, relay_lease, relay_requeue, translate_map
 from outbox.store import translate_errors
 from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries, Stranded
 
-__all__ = ["HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore", "ShardBacklog", "Status", "Stranded"]
+__all__ = ["NO_SNAPSHOT", "ClaimSnapshot", "HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore",
+           "ShardBacklog", "Status", "Stranded"]
 
 
 @contextmanager
@@ -79,6 +80,19 @@ class PendingRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimSnapshot:
+    """What a claim saw besides its rows (xids as xid8): its snapshot's ``xmin``; ``horizon``, an xid assigned
+    after that snapshot was taken, so above every xid assigned before it; and the requeue generation."""
+
+    xmin: int
+    horizon: int
+    gen: int
+
+
+NO_SNAPSHOT = ClaimSnapshot(0, 0, -1)
+
+
+@dataclass(frozen=True, slots=True)
 class Mark:
     """Where one event landed in Kafka."""
 
@@ -97,9 +111,27 @@ _CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, even
 
 # The two statements run once per batch are built once: building and cache-keying a fresh statement per call
 # was a third of the relay's Python time per batch at low rates (py-spy --gil, 8 shards at 1,000 events/s).
-_CLAIM = (sa.select(*_CLAIM_COLUMNS)
-          .where(event.c.shard == sa.bindparam("shard", type_=sa.Integer), _PENDING, ~_HELD)
+# The claim floor (relay/floor.py, ADR 015): skip ids <= :floor unless the requeue generation moved since the
+# caller last saw it. The generation is an InitPlan (evaluated once), so ``id > CASE ...`` is an index bound.
+# Each row also carries the generation, the snapshot's xmin and the horizon: ``pg_current_xact_id()`` gives this
+# claim an xid *after* its snapshot was taken, so every transaction that had an xid before the snapshot has a
+# lower one. (``pg_snapshot_xmax`` is not such a bound: it is latestCompletedXid + 1, and a running transaction
+# whose xid is above every completed one is below no xmax; that is why the first floor was withdrawn.)
+# The xid costs a commit record only when rows come back (the InitPlan runs at the first row); that commit need
+# not be durable, so the same InitPlan sets synchronous_commit off for this one implicit transaction: otherwise
+# any WAL the read wrote (page pruning, hint-bit images) would make its commit wait for a flush.
+_GEN = sa.select(relay_requeue.c.gen).where(relay_requeue.c.id == 1).scalar_subquery()
+_FLOOR = sa.case((sa.bindparam("gen", type_=sa.BigInteger) == _GEN, sa.bindparam("floor", type_=sa.BigInteger)),
+                 else_=sa.literal(0, sa.BigInteger))
+_SNAP = sa.func.pg_current_snapshot()
+_ASYNC = sa.func.set_config("synchronous_commit", "off", sa.true())
+_HORIZON = (sa.select(sa.cast(sa.cast(sa.func.pg_current_xact_id(), sa.Text), sa.BigInteger))
+            .where(_ASYNC.is_not(None)).scalar_subquery())
+_CLAIM = (sa.select(*_CLAIM_COLUMNS, sa.func.coalesce(_GEN, -1),
+                    sa.cast(sa.cast(sa.func.pg_snapshot_xmin(_SNAP), sa.Text), sa.BigInteger), _HORIZON)
+          .where(event.c.shard == sa.bindparam("shard", type_=sa.Integer), _PENDING, ~_HELD, event.c.id > _FLOOR)
           .order_by(event.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
+_NCOLS = len(_CLAIM_COLUMNS)
 
 
 def _build_mark() -> sa.Update:
@@ -128,6 +160,7 @@ class RelayStore(StatusQueries):
 
     def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:
         tm = translate_map(schema)
+        self._schema = schema
         self._engine = engine.execution_options(schema_translate_map=tm) if tm else engine
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -138,10 +171,26 @@ class RelayStore(StatusQueries):
     # --- claim / mark ------------------------------------------------------------------------------------
     def claim(self, shard: int, limit: int) -> list[PendingRow]:
         """The shard's next pending rows in id order (= per-key commit order), skipping held keys."""
+        return self.claim_above(shard, limit, 0, -1)[0]
+
+    def claim_above(self, shard: int, limit: int, floor: int, gen: int) -> tuple[list[PendingRow], ClaimSnapshot]:
+        """``claim`` that skips ids <= ``floor`` while the requeue generation still equals ``gen``; also returns
+        the snapshot it read in (None-like zeros when no row came back)."""
         # Autocommit: one round trip (no BEGIN/ROLLBACK) for a single read that needs no transaction.
         with _db(f"claiming shard {shard}"), self._autocommit.connect() as c:
-            rows = c.execute(_CLAIM, {"shard": shard, "limit": limit}).all()
-        return [PendingRow(*r) for r in rows]  # type: ignore[call-arg]
+            rows = c.execute(_CLAIM, {"shard": shard, "limit": limit, "floor": floor, "gen": gen}).all()
+        if not rows:
+            return [], NO_SNAPSHOT
+        g, xmin, horizon = rows[-1][_NCOLS:]
+        return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(horizon), int(g))
+
+    def id_sequence_cache(self) -> int:
+        """The event id sequence's CACHE (1 unless a DBA changed it; the claim floor needs 1); 0 if not found."""
+        q = sa.text("SELECT s.seqcache FROM pg_catalog.pg_sequence s "
+                    "WHERE s.seqrelid = pg_get_serial_sequence(:t, 'id')::regclass")
+        with _db("reading the event id sequence"), self._autocommit.connect() as c:
+            v = c.execute(q, {"t": f'"{self._schema}".event'}).scalar()
+        return int(v) if v is not None else 0
 
     def mark_published(self, shard: int, owner: str, epoch: int, marks: Sequence[Mark],
                        before_commit: Callable[[], None] | None = None) -> int:

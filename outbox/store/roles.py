@@ -34,7 +34,7 @@ from enum import Enum
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
-_ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_instance", "inbox",
+_ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance", "inbox",
                "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit", "alembic_version")
 
 
@@ -61,7 +61,7 @@ def _grants(role: Role) -> list[str]:
                 # a retried row that fails again reopens its dead letter (ON CONFLICT DO UPDATE)
                 "UPDATE (reason, error_class, attempts, failed_at, resolved_at, resolution, resolved_by) "
                 "ON {s}.dead_letter",
-                "SELECT, INSERT, UPDATE, DELETE ON {s}.relay_lease, {s}.relay_instance",
+                "SELECT, INSERT, UPDATE, DELETE ON {s}.relay_lease, {s}.relay_instance", "SELECT ON {s}.relay_requeue",
                 "SELECT ON {s}.alembic_version"]
     if role is Role.CONSUMER:
         return ["SELECT, INSERT, UPDATE ON {s}.inbox", "SELECT, INSERT ON {s}.inbox_redelivery",
@@ -71,7 +71,7 @@ def _grants(role: Role) -> list[str]:
     # shard too: replay and dlq retry re-queue a row into its key's shard under the count in use now
     return ["SELECT ON " + ", ".join("{s}." + t for t in _ALL_TABLES),
             f"UPDATE ({_STATE_COLUMNS}, shard) ON {{s}}.event", "DELETE ON {s}.event",
-            "UPDATE ON {s}.dead_letter", "INSERT, UPDATE ON {s}.replay_audit",
+            "UPDATE ON {s}.dead_letter", "UPDATE ON {s}.relay_requeue", "INSERT, UPDATE ON {s}.replay_audit",
             "INSERT ON {s}.reconcile_checkpoint"]
 
 

@@ -36,7 +36,9 @@ Sequencer = Callable[[sa.Connection, KeyCounts, dict[str, Any]], dict[tuple[str,
 # RETURNING reads only ``id, event_id`` of the event table: the least-privilege app role may read nothing else.
 # * ``seq`` takes each key's row lock in sorted order (GROUP BY ... ORDER BY) and reserves ``n`` numbers;
 # * the outer INSERT can only emit a row after the join found its key's sequence row, and ORDER BY ord sorts
-#   after all locks are held, so every event id is drawn under its key's lock, in call order.
+#   after all locks are held, so every event id is drawn under its key's lock, in call order;
+# * ``xid`` gives the transaction its id before any event id is drawn (a keyless event takes no sequence lock,
+#   and the caller may not have written yet): the relay's claim floor relies on it (docs/decisions/015).
 _ENQUEUE = """
 WITH input AS (
     SELECT * FROM unnest(
@@ -50,12 +52,14 @@ WITH input AS (
     SELECT topic, key, max(n) FROM input WHERE key IS NOT NULL GROUP BY topic, key ORDER BY topic, key
     ON CONFLICT (topic, key) DO UPDATE SET last_seq = ks.last_seq + excluded.last_seq
     RETURNING topic, key, last_seq
+), xid AS MATERIALIZED (
+    SELECT pg_current_xact_id() AS xid
 ), ins AS (
     INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
                                 headers, traceparent, key_seq)
     SELECT i.event_id, i.topic, i.key, i.shard, i.payload, i.content_type, i.type, i.source, i.subject, i.time,
            i.headers::jsonb, %(traceparent)s, s.last_seq - i.n + i.nth
-    FROM input i LEFT JOIN seq s ON s.topic = i.topic AND s.key = i.key
+    FROM input i CROSS JOIN xid LEFT JOIN seq s ON s.topic = i.topic AND s.key = i.key
     ORDER BY i.ord
     RETURNING id, event_id
 )
@@ -74,13 +78,15 @@ WITH seq AS (
     SELECT %(topic)s::text, %(key)s::bytea, 1 WHERE %(key)s::bytea IS NOT NULL
     ON CONFLICT (topic, key) DO UPDATE SET last_seq = ks.last_seq + 1
     RETURNING last_seq
+), xid AS MATERIALIZED (
+    SELECT pg_current_xact_id() AS xid
 ), ins AS (
     INSERT INTO {schema}.event (event_id, topic, key, shard, payload, content_type, type, source, subject, time,
                                 headers, traceparent, key_seq)
     SELECT %(event_id)s::uuid, %(topic)s::text, %(key)s::bytea, %(shard)s::int2, %(payload)s::bytea,
            %(content_type)s::text, %(type)s::text, %(source)s::text, %(subject)s::text, %(time)s::timestamptz,
            %(headers)s::jsonb, %(traceparent)s::text, s.last_seq
-    FROM (VALUES (1)) AS one(x) LEFT JOIN seq s ON true
+    FROM (VALUES (1)) AS one(x) CROSS JOIN xid LEFT JOIN seq s ON true
     RETURNING id
 )
 SELECT ins.id, s.last_seq FROM ins LEFT JOIN seq s ON true

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -142,3 +143,121 @@ def test_stale_owner_marks_are_refused_and_the_worker_stops(fresh_db: str, store
         w.run_once()
     stop = threading.Event()
     assert w.run(stop) is Exit.LEASE_LOST
+
+
+# --- the claim floor (relay/floor.py, ADR 015) ---------------------------------------------------------------
+def _floors(r: Relay) -> list[int]:
+    return [w._floor.floor for w in r.workers]  # white-box: the floor must really have moved
+
+
+def _key_order_kept(kafka: FakeKafka, url: str) -> None:
+    """Each key's rows reached Kafka in id order (= per-key commit order); the first copy of each counts."""
+    eng = sa.create_engine(url, poolclass=sa.NullPool)
+    with eng.connect() as c:
+        keys: dict[int, bytes | None] = {int(i): k for i, k in c.execute(sa.text("SELECT id, key FROM outbox.event"))}
+    seen: dict[bytes, int] = {}
+    for rid in dict.fromkeys(kafka.published()):
+        k = keys[rid]
+        assert k is None or seen.get(k, 0) < rid, f"row {rid} of key {k!r} published after row {seen.get(k)}"
+        if k is not None:
+            seen[k] = rid
+
+
+def test_floor_does_not_pass_a_row_whose_transaction_is_still_open(fresh_db: str, store: RelayStore,
+                                                                  topic: str) -> None:
+    import outbox
+
+    eng = sa.create_engine(fresh_db)
+    with eng.connect() as late:
+        tx = late.begin()
+        outbox.enqueue(late, outbox.Event(topic=topic, type="t", key="late", data={"n": 0}))
+        late_id = int(late.execute(sa.text("SELECT max(id) FROM outbox.event")).scalar_one())
+        write_events(fresh_db, topic, 800, keys=16)  # higher ids, committed first
+        k = FakeKafka()
+        r = Relay(store, settings(fresh_db), k)
+        r.drain(fresh_db)
+        assert pending(fresh_db) == 0 and late_id not in k.published()
+        assert max(_floors(r)) < late_id, "an open transaction with a lower id holds every floor back"
+        tx.commit()
+    write_events(fresh_db, topic, 800, keys=16, key_prefix="after")
+    r.drain(fresh_db)
+    assert pending(fresh_db) == 0 and late_id in k.published()
+    published_once(k, fresh_db)
+    assert min(_floors(r)) > late_id, "afterwards the floors rise past it (the test exercised them)"
+    eng.dispose()
+
+
+def test_floor_waits_for_a_transaction_whose_xid_is_above_every_completed_one(fresh_db: str, store: RelayStore,
+                                                                              topic: str) -> None:
+    """The case that withdrew the first floor (ADR 015): writer A takes its xid after writer B, draws a lower id
+    than B, and is still open when B commits and the relay claims B's row. No transaction above A's xid has
+    completed, so A is below no snapshot's xmax and in no snapshot's in-progress list; a floor proven with the
+    snapshot's xmax passed A's row and never published it. The claim's own xid (its horizon) is above A's."""
+    import outbox
+    from outbox.event import shard_for
+
+    r = Relay(store, settings(fresh_db), FakeKafka())  # leases first: their xids must not complete after A's
+    r.drain(fresh_db)
+    shard = shard_for(topic, b"late", uuid.uuid4(), SHARDS)
+    peers = [k for k in (f"b{i}" for i in range(200)) if shard_for(topic, k.encode(), uuid.uuid4(), SHARDS) == shard]
+    w = r.workers[shard]
+    eng = sa.create_engine(fresh_db)
+
+    def ev(key: str) -> outbox.Event:
+        return outbox.Event(topic=topic, type="t", key=key, data={"k": key})
+
+    with eng.connect() as a, eng.connect() as b:
+        tb = b.begin()
+        b.execute(sa.text("SELECT pg_current_xact_id()"))  # B's xid first...
+        ta = a.begin()
+        late_id = outbox.enqueue(a, ev("late"))[0].id  # ...then A's, and A draws the lower id
+        outbox.enqueue(b, ev(peers[0]))
+        tb.commit()
+        w.run_once()  # claims and publishes B's row while A is open
+        with eng.begin() as c:
+            outbox.enqueue(c, ev(peers[1]))  # a row for a second claim to see
+        w.run_once()
+        assert w._floor.floor < late_id, "the floor passed a row whose transaction is still open"
+        ta.commit()
+    for _ in range(3):
+        w.run_once()
+    assert late_id in r.kafka.published() and pending(fresh_db) == 0
+    published_once(r.kafka, fresh_db)
+    eng.dispose()
+
+
+def test_dlq_retry_and_replay_below_the_floor_are_claimed_in_key_order(fresh_db: str, store: RelayStore,
+                                                                      topic: str) -> None:
+    from outbox.store import ops
+
+    write_events(fresh_db, topic, 800, keys=16)
+    poison = int(scalar(fresh_db, "SELECT min(id) FROM outbox.event WHERE key = 'k2'"))  # type: ignore[arg-type]
+    k = FakeKafka(broker_refuse={poison})
+    r = Relay(store, settings(fresh_db), k)
+    r.drain(fresh_db)
+    write_events(fresh_db, topic, 800, keys=16, key_prefix="more")
+    r.drain(fresh_db)
+    shard = int(scalar(fresh_db, "SELECT shard FROM outbox.event WHERE id = %s", poison))  # type: ignore[arg-type]
+    held = int(scalar(fresh_db, "SELECT max(id) FROM outbox.event WHERE key = 'k2'"))  # type: ignore[arg-type]
+    assert _floors(r)[shard] > held, "the floor passed the held key's rows (else this test proves nothing)"
+
+    k.broker_refuse.clear()  # the operator fixed the cause
+    eng = sa.create_engine(fresh_db)
+    with eng.begin() as c:
+        dl = int(c.execute(sa.text("SELECT id FROM outbox.dead_letter WHERE event_pk = :p"),
+                           {"p": poison}).scalar_one())
+        assert ops.resolve_dead_letter(c, dl, ops.Resolution.RETRIED, "test", shards=SHARDS) is ops.ResolveOutcome.DONE
+    r.drain(fresh_db)
+    assert pending(fresh_db) == 0
+    published_once(k, fresh_db)
+    _key_order_kept(k, fresh_db)
+
+    first = len(k.published())
+    with eng.begin() as c:
+        audit = ops.start_replay_audit(c, "test", ops.ReplaySelector(topic=topic))
+        replayed = ops.replay_batch(c, ops.ReplaySelector(topic=topic), audit, 0, 100, shards=SHARDS)
+    assert len(replayed) == 100
+    r.drain(fresh_db)
+    assert pending(fresh_db) == 0
+    assert sorted(k.published()[first:]) == replayed, "every replayed row, once more"
+    eng.dispose()
