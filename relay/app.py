@@ -102,6 +102,7 @@ def serve(settings: RelaySettings) -> int:
         return fail(EXIT_COULD_NOT_RUN, "schema behind", exc)
     store = RelayStore(engine, settings.db_schema)
     try:
+        startup.check_privileges(store)
         startup.check_shards(store, settings.shards)
     except ConfigError as exc:
         return fail(EXIT_CONFIG, "configuration error", exc)

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migrations import VERSION_TABLE, alembic_config
-from outbox.errors import ConfigError, DatabaseUnavailableError, SchemaBehindError
+from outbox.errors import ConfigError, DatabaseUnavailableError, SchemaBehindError, StoreError
 from outbox.store.relay import RelayStore
 
 log = logging.getLogger("relay.startup")
@@ -49,6 +49,22 @@ def check_schema(engine: sa.Engine, schema: str) -> None:
         f"the outbox schema {schema!r} is behind this relay (applied {sorted(current) or 'nothing'}, "
         f"needs {sorted(heads)}); run `outbox migrate upgrade` first"
     )
+
+
+def check_privileges(store: RelayStore) -> None:
+    """Refuse to start when the relay's role may not run the claim. A role granted before an upgrade lacks the
+    tables the upgrade added (``outbox roles sql`` is re-applied by hand), and without this check every worker
+    would retry a permission error forever instead of saying what to do."""
+    try:
+        store.probe_claim()
+    except StoreError as exc:
+        orig = getattr(exc.__cause__, "orig", None)
+        if getattr(orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise ConfigError(
+            f"the relay's database role may not read what it claims from ({orig}): apply `outbox roles sql` "
+            f"again after `outbox migrate upgrade` (docs/operations.md, \"Least-privilege roles\")"
+        ) from exc
 
 
 def check_shards(store: RelayStore, shards: int) -> None:

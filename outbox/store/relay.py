@@ -184,6 +184,11 @@ class RelayStore(StatusQueries):
         g, xmin, horizon = rows[-1][_NCOLS:]
         return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(horizon), int(g))
 
+    def probe_claim(self) -> None:
+        """Run the claim statement once for no rows: raises StoreError when the role may not read a table the
+        claim reads (the start-up check for a role not re-granted after an upgrade)."""
+        self.claim_above(0, 0, 0, -1)
+
     def id_sequence_cache(self) -> int:
         """The event id sequence's CACHE (1 unless a DBA changed it; the claim floor needs 1); 0 if not found."""
         q = sa.text("SELECT s.seqcache FROM pg_catalog.pg_sequence s "

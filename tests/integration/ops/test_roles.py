@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 import outbox
+from outbox.errors import ConfigError
 from outbox.store import inbox as inbox_store
 from outbox.store.relay import Mark, RelayStore
 from outbox.store.roles import Role, role_name, roles_sql
@@ -97,6 +98,7 @@ def test_relay_can_claim_mark_dead_letter_and_lease_and_nothing_more(roles: Role
     relay = roles.engine(Role.RELAY)
     startup.check_schema(relay, "outbox")
     rs = RelayStore(relay)
+    startup.check_privileges(rs)
     rs.ensure_leases(8)
     shards = sorted({e.shard for e in evs})
     epochs = rs.acquire("r1", shards, 30)
@@ -118,6 +120,14 @@ def test_relay_can_claim_mark_dead_letter_and_lease_and_nothing_more(roles: Role
     _denied(relay, "DELETE FROM outbox.dead_letter")
     _denied(relay, "UPDATE outbox.dead_letter SET event_id = gen_random_uuid()")
     _denied(relay, "SELECT * FROM outbox.inbox")
+
+
+def test_a_relay_role_not_regranted_after_an_upgrade_is_refused_at_start_with_what_to_do(roles: Roles) -> None:
+    """An upgrade that adds a table the claim reads (relay_requeue) leaves an old role without it until
+    `outbox roles sql` is applied again: the relay must say so at start, not retry a permission error forever."""
+    _admin(roles.admin_url, f'REVOKE SELECT ON outbox.relay_requeue FROM "{role_name(Role.RELAY, roles.prefix)}"')
+    with pytest.raises(ConfigError, match=r"outbox roles sql.*after `outbox migrate upgrade`"):
+        startup.check_privileges(RelayStore(roles.engine(Role.RELAY)))
 
 
 def test_consumer_can_acknowledge_and_nothing_more(roles: Roles) -> None:
