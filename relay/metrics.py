@@ -41,5 +41,9 @@ class Metrics:
         self.stranded = Gauge("outbox_relay_stranded_rows",
                               "Pending rows in shards >= OUTBOX_SHARDS, which no relay claims (a writer with another "
                               "shard count): alert on > 0", registry=r)
+        self.claim_floor = Gauge("outbox_relay_claim_floor",
+                                 "Per owned shard: the id at or below which claims no longer look (0: from the "
+                                 "bottom). Stuck while a writing transaction stays open (docs/decisions/015)",
+                                 ["shard"], registry=r)
         self.leases_held = Gauge("outbox_relay_leases_held", "Shards this instance owns", registry=r)
         self.ready = Gauge("outbox_relay_ready", "1 when started and the lease loop is healthy", registry=r)

@@ -169,6 +169,9 @@ class Supervisor:
                     b = by_shard.get(s)
                     self.metrics.backlog.labels(str(s)).set(b.pending if b else 0)
                     self.metrics.oldest_age.labels(str(s)).set((b.oldest_age_s or 0.0) if b else 0.0)
+                self.metrics.claim_floor.clear()
+                for s, r in list(self._running.items()):
+                    self.metrics.claim_floor.labels(str(s)).set(r.worker.claim_floor)
                 self.metrics.dead_letters_open.set(self.store.dead_letters_open())
                 self.metrics.held_keys.set(len(self.store.held_keys()))
                 self._check_stranded()

@@ -76,6 +76,11 @@ class ShardWorker:
         self._floor = floor or ClaimFloor(settings.claim_floor)
         self.idle = False  # in an idle wait (read by the waker's thread: a plain bool is enough)
 
+    @property
+    def claim_floor(self) -> int:
+        """The id at or below which this worker's claims no longer look (read by the stats thread)."""
+        return self._floor.floor
+
     def wake(self) -> None:
         """New rows may be pending (or a stop is asked): end the idle wait now. Thread-safe."""
         self._woken.set()
