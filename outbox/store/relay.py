@@ -13,44 +13,21 @@ the relay marks only what Kafka has committed (see docs/decisions/010-exactly-on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.exc as sa_exc
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
-from outbox.errors import DatabaseUnavailableError, LeaseLostError
-from outbox.schema import dead_letter, event, relay_instance, relay_lease, relay_requeue, translate_map
-from outbox.store import translate_errors
+from outbox.errors import LeaseLostError
+from outbox.schema import dead_letter, event, relay_lease, relay_requeue, translate_map
+from outbox.store.relay_leases import LeaseQueries, relay_db
 from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries, Stranded
 
 __all__ = ["NO_SNAPSHOT", "ClaimSnapshot", "HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore",
            "ShardBacklog", "Status", "Stranded"]
-
-
-@contextmanager
-def _db(doing: str) -> Iterator[None]:
-    """translate_errors, plus: a connection the server ended (idle-in-transaction timeout, admin kill, failover)
-    is transient for the relay, whatever SQLSTATE it came with: the work is retried on a new connection."""
-    try:
-        with translate_errors(doing):
-            yield
-    except DatabaseUnavailableError:
-        raise
-    except Exception as exc:
-        cause = exc.__cause__
-        if isinstance(cause, sa_exc.DBAPIError) and (cause.connection_invalidated or _conn_gone(cause)):
-            raise DatabaseUnavailableError(f"database connection lost while {doing}: {cause.orig}") from cause
-        raise
-
-
-def _conn_gone(exc: sa_exc.DBAPIError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    return sqlstate.startswith(("08", "57P")) or sqlstate == "25P03"  # connection, shutdown, idle-in-txn timeout
 
 
 _PENDING = sa.and_(event.c.published_at.is_(None), event.c.dead_at.is_(None))
@@ -155,7 +132,7 @@ def _build_mark() -> sa.Update:
 _MARK = _build_mark()
 
 
-class RelayStore(StatusQueries):
+class RelayStore(StatusQueries, LeaseQueries):
     """The relay's view of the outbox database (status queries in ``outbox.store.relay_status``)."""
 
     def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:
@@ -177,7 +154,7 @@ class RelayStore(StatusQueries):
         """``claim`` that skips ids <= ``floor`` while the requeue generation still equals ``gen``; also returns
         the snapshot it read in (None-like zeros when no row came back)."""
         # Autocommit: one round trip (no BEGIN/ROLLBACK) for a single read that needs no transaction.
-        with _db(f"claiming shard {shard}"), self._autocommit.connect() as c:
+        with relay_db(f"claiming shard {shard}"), self._autocommit.connect() as c:
             rows = c.execute(_CLAIM, {"shard": shard, "limit": limit, "floor": floor, "gen": gen}).all()
         if not rows:
             return [], NO_SNAPSHOT
@@ -193,7 +170,7 @@ class RelayStore(StatusQueries):
         """The event id sequence's CACHE (1 unless a DBA changed it; the claim floor needs 1); 0 if not found."""
         q = sa.text("SELECT s.seqcache FROM pg_catalog.pg_sequence s "
                     "WHERE s.seqrelid = pg_get_serial_sequence(:t, 'id')::regclass")
-        with _db("reading the event id sequence"), self._autocommit.connect() as c:
+        with relay_db("reading the event id sequence"), self._autocommit.connect() as c:
             v = c.execute(q, {"t": f'"{self._schema}".event'}).scalar()
         return int(v) if v is not None else 0
 
@@ -206,7 +183,7 @@ class RelayStore(StatusQueries):
         """
         if not marks:
             return 0
-        with _db(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
+        with relay_db(f"marking {len(marks)} rows of shard {shard} published"), self._engine.begin() as c:
             n = int(c.execute(_MARK, {"ids": [m.id for m in marks], "ps": [m.partition for m in marks],
                                       "os": [m.offset for m in marks], "lease_shard": shard,
                                       "lease_owner": owner, "lease_epoch": epoch}).rowcount)
@@ -221,7 +198,7 @@ class RelayStore(StatusQueries):
         if not errors:
             return {}
         out: dict[int, int] = {}
-        with _db(f"recording failures on shard {shard}"), self._engine.begin() as c:
+        with relay_db(f"recording failures on shard {shard}"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             for rid, err in errors.items():
                 r = c.execute(event.update().where(event.c.id == rid, _PENDING)
@@ -245,7 +222,7 @@ class RelayStore(StatusQueries):
             "reason": ins.excluded.reason, "error_class": ins.excluded.error_class,
             "attempts": ins.excluded.attempts, "failed_at": sa.func.now(),
             "resolved_at": None, "resolution": None, "resolved_by": None})
-        with _db(f"dead-lettering row {row_id}"), self._engine.begin() as c:
+        with relay_db(f"dead-lettering row {row_id}"), self._engine.begin() as c:
             self._guard(c, shard, owner, epoch)
             c.execute(ins)
             n = c.execute(event.update().where(event.c.id == row_id, _PENDING)
@@ -255,7 +232,7 @@ class RelayStore(StatusQueries):
     def owns(self, shard: int, owner: str, epoch: int) -> bool:
         """Whether ``owner`` still holds ``shard`` at ``epoch`` (expired but not taken over counts as held)."""
         try:
-            with _db(f"checking the lease of shard {shard}"), self._engine.connect() as c:
+            with relay_db(f"checking the lease of shard {shard}"), self._engine.connect() as c:
                 self._guard(c, shard, owner, epoch)
         except LeaseLostError:
             return False
@@ -267,69 +244,3 @@ class RelayStore(StatusQueries):
             relay_lease.c.shard == shard, relay_lease.c.owner == owner, relay_lease.c.epoch == epoch)).first()
         if ok is None:
             raise LeaseLostError(f"shard {shard} is no longer owned by {owner} at epoch {epoch}; write refused")
-
-    # --- leases ------------------------------------------------------------------------------------------
-    def ensure_leases(self, shards: int) -> None:
-        rows = [{"shard": s} for s in range(shards)]
-        with _db("creating lease rows"), self._engine.begin() as c:
-            c.execute(insert(relay_lease).values(rows).on_conflict_do_nothing(index_elements=["shard"]))
-
-    def acquire(self, owner: str, shards: Sequence[int], ttl_s: float) -> dict[int, int]:
-        """Take each of ``shards`` that is free or expired; returns ``{shard: new epoch}`` for those taken.
-
-        The epoch is bumped on every change of owner, which fences the previous owner's database writes.
-        """
-        if not shards:
-            return {}
-        lt = relay_lease
-        free = sa.or_(lt.c.owner.is_(None), lt.c.expires_at.is_(None), lt.c.expires_at < sa.func.now(),
-                      lt.c.owner == owner)
-        upd = (lt.update().where(lt.c.shard.in_(list(shards)), free)
-               .values(owner=owner, epoch=lt.c.epoch + 1, expires_at=sa.func.now() + _seconds(ttl_s),
-                       renewed_at=sa.func.now())
-               .returning(lt.c.shard, lt.c.epoch))
-        with _db("acquiring leases"), self._engine.begin() as c:
-            return {int(s): int(e) for s, e in c.execute(upd).all()}
-
-    def renew(self, owner: str, held: Mapping[int, int], ttl_s: float) -> dict[int, int]:
-        """Extend the leases still ours at the same epoch; returns the ones renewed (the others are lost)."""
-        if not held:
-            return {}
-        lt = relay_lease
-        upd = (lt.update().where(lt.c.owner == owner, lt.c.shard.in_(list(held)))
-               .values(expires_at=sa.func.now() + _seconds(ttl_s), renewed_at=sa.func.now())
-               .returning(lt.c.shard, lt.c.epoch))
-        with _db("renewing leases"), self._engine.begin() as c:
-            got = {int(s): int(e) for s, e in c.execute(upd).all()}
-        return {s: e for s, e in got.items() if held.get(s) == e}
-
-    def release(self, owner: str, held: Mapping[int, int]) -> None:
-        """Give leases up at once (graceful shutdown / rebalance), so the next owner need not wait the TTL."""
-        if not held:
-            return
-        lt = relay_lease
-        with _db("releasing leases"), self._engine.begin() as c:
-            for s, e in held.items():
-                c.execute(lt.update().where(lt.c.shard == s, lt.c.owner == owner, lt.c.epoch == e)
-                          .values(owner=None, expires_at=None))
-
-    # --- instances ---------------------------------------------------------------------------------------
-    def heartbeat(self, instance_id: str, host: str, pid: int, ttl_s: float) -> list[str]:
-        """Record that this instance is alive; returns the ids of live instances (sorted), self included."""
-        it = relay_instance
-        up = insert(it).values(instance_id=instance_id, host=host, pid=pid)
-        up = up.on_conflict_do_update(index_elements=["instance_id"], set_={"heartbeat_at": sa.func.now()})
-        live = (sa.select(it.c.instance_id).where(it.c.heartbeat_at > sa.func.now() - _seconds(ttl_s))
-                .order_by(it.c.instance_id))
-        with _db("heartbeating"), self._engine.begin() as c:
-            c.execute(up)
-            # Forget instances dead for long: they would only clutter `outbox status`.
-            c.execute(it.delete().where(it.c.heartbeat_at < sa.func.now() - _seconds(max(3600.0, ttl_s * 10))))
-            return [str(r[0]) for r in c.execute(live).all()]
-
-    def deregister(self, instance_id: str) -> None:
-        with _db("deregistering"), self._engine.begin() as c:
-            c.execute(relay_instance.delete().where(relay_instance.c.instance_id == instance_id))
-
-def _seconds(s: float) -> sa.ColumnElement[Any]:
-    return sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.literal(float(s), sa.Float))
