@@ -91,22 +91,27 @@ class ShardWorker:
         if self._transport is not None:
             return self._transport
         t = self._factory(self.shard)
+        began = self._clock()
         try:
             t.init()
             if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
-                self._recover(t)
+                self._recover(t, began)
         except BaseException:
             t.close()
             raise
         self._transport = t
         return t
 
-    def _recover(self, t: Transport) -> int:
+    def _recover(self, t: Transport, began: float) -> int:
         partition = self._checkpoints.partition_for(self.shard)
+        inited = self._clock()
         end = t.probe_end(partition, checkpoint.opening_key_for(self.shard), checkpoint.probe(self.shard, self.epoch))
         value = self._checkpoints.read_last(self.shard, end)
+        # Where a takeover's time goes (init fences the old producer; probe + read find its last batch): the
+        # failover budget is spent here, so every recovery line carries it.
+        took = {"init_ms": round((inited - began) * 1000), "read_ms": round((self._clock() - inited) * 1000)}
         if value is None:
-            log.info("recovery: the shard has no checkpoint", extra={"shard": self.shard, "below_offset": end})
+            log.info("recovery: the shard has no checkpoint", extra={"shard": self.shard, "below_offset": end, **took})
             return 0
         cp = checkpoint.decode(value)
         n = self._store.mark_published(self.shard, self.owner, self.epoch, cp.marks)
@@ -115,10 +120,11 @@ class ShardWorker:
             self._metrics.recovered.inc(n)
             self._metrics.published.labels(self._label).inc(n)
             log.info("recovered the last committed batch without re-sending",
-                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner})
+                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner, **took})
         else:  # one line per (re)initialisation: an audit trail of what recovery saw, also when all is settled
             log.info("recovery: the last committed batch was already marked",
-                     extra={"shard": self.shard, "rows": len(cp.marks), "from_epoch": cp.epoch, "below_offset": end})
+                     extra={"shard": self.shard, "rows": len(cp.marks), "from_epoch": cp.epoch, "below_offset": end,
+                            **took})
         return n
 
     def _drop_transport(self) -> None:

@@ -57,7 +57,7 @@ def test_survivor_resumes_the_killed_relays_shards_within_5s(  # noqa: PLR0917
         a_shards = {s for s, o in owners(fresh_db).items() if o == "a"}
         probes = keys_for_shards(topic, a_shards)
         a.kill()
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         eng = sa.create_engine(fresh_db, poolclass=sa.pool.NullPool)
         with eng.begin() as c:
             ids = [s.id for s in outbox.enqueue(c, *[outbox.Event(topic=topic, type="probe", key=k, data={})
@@ -77,7 +77,10 @@ def test_survivor_resumes_the_killed_relays_shards_within_5s(  # noqa: PLR0917
         t.join(30)
     (tmp_path / "failover.json").write_text(json.dumps({"failover_s": failover_s}))
     print(f"\nfailover: {failover_s:.2f}s (kill -9 to the dead relay's shards publishing again)")
-    assert failover_s <= FAILOVER_BUDGET_S, f"failover took {failover_s:.2f}s"
+    # Where the time went (lease acquisitions, then init_ms/read_ms of each recovery), for a failure's report.
+    story = "\n".join(ln for ln in b.logs().splitlines() if "shard acquired" in ln or "recovery" in ln)
+    assert failover_s <= FAILOVER_BUDGET_S, f"failover took {failover_s:.2f}s; killed at {killed_wall:.3f} " \
+                                            f"(epoch s), the survivor's takeover:\n{story}"
     assert set(owners(fresh_db).values()) == {"b"}
     wait_until(lambda: pending(fresh_db) == 0, 60, "the backlog to drain")
     assert b.stop(30) == 0
