@@ -98,11 +98,14 @@ class RelaySettings(BaseSettings):
     Kafka transactions, so more shards also mean more, smaller transactions (docs/decisions/014)."""
     instance_id: str = Field(default_factory=_default_instance_id, min_length=1, max_length=200)
     """OUTBOX_RELAY_INSTANCE_ID: this instance's name in the lease tables. Default ``<host>-<pid>-<random>``."""
-    lease_ttl_s: float = Field(3.0, gt=0.2, le=300)
-    """OUTBOX_RELAY_LEASE_TTL_S (seconds, default 3): a lease not renewed for this long is taken over. Lower
-    fails over faster; too low and a GC pause or a slow database makes healthy instances lose shards."""
-    heartbeat_s: float = Field(1.0, gt=0.05, le=60)
-    """OUTBOX_RELAY_HEARTBEAT_S (seconds, default 1): lease renewal and rebalance period. At most TTL/2."""
+    lease_ttl_s: float = Field(2.5, gt=0.2, le=300)
+    """OUTBOX_RELAY_LEASE_TTL_S (seconds, default 2.5): a lease not renewed for this long is taken over. Lower
+    fails over faster; too low and a GC pause or a slow database makes healthy instances lose shards. A pause
+    shorter than TTL - heartbeat (2 s by default) never costs a lease."""
+    heartbeat_s: float = Field(0.5, gt=0.05, le=60)
+    """OUTBOX_RELAY_HEARTBEAT_S (seconds, default 0.5): lease renewal and rebalance period. At most TTL/2.
+    Renewing often lets the TTL sit closer to the pause it must tolerate: failover costs the TTL, a pause costs
+    a lease only past TTL - heartbeat (docs/decisions/011)."""
 
     # --- Kafka -------------------------------------------------------------------------------------------
     transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")

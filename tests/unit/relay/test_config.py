@@ -19,7 +19,7 @@ def load(**env: str) -> RelaySettings:
 
 def test_defaults_and_driver_normalisation() -> None:
     s = load()
-    assert s.shards == 8 and s.lease_ttl_s == 3.0 and s.heartbeat_s == 1.0 and s.test_kill_at is None
+    assert s.shards == 8 and s.lease_ttl_s == 2.5 and s.heartbeat_s == 0.5 and s.test_kill_at is None
     assert s.sqlalchemy_url == "postgresql+psycopg://u:pw@h/db"
     assert s.transactional_id(5) == "outbox-relay-5"
 
