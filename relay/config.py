@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.config import DEFAULT_SHARDS
 from outbox.errors import ConfigError
+from relay import dburl
 
 KAFKA_ENV_PREFIX = "OUTBOX_KAFKA_"
 # Exactly-once rests on these; letting a passthrough change them would silently void the guarantee.
@@ -201,13 +202,13 @@ class RelaySettings(BaseSettings):
         bad = PROTECTED_KAFKA_KEYS & set(self.kafka_extra)
         if bad:
             raise ValueError(f"OUTBOX_KAFKA_* / --kafka-config may not set {sorted(bad)}: exactly-once needs them")
-        _check_url(self.database_url)
+        dburl.parse(self.database_url)
         return self
 
     @property
     def sqlalchemy_url(self) -> str:
         """The URL with the psycopg 3 driver, whatever spelling the user gave."""
-        return _psycopg_url(self.database_url)
+        return dburl.database_url(self.database_url)
 
     def transactional_id(self, shard: int) -> str:
         return f"{self.transactional_id_prefix}-{shard}"
@@ -289,6 +290,11 @@ class StatusSettings(BaseSettings):
     shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
     """OUTBOX_SHARDS as the relays use it: pending rows in shards at or beyond it are shown as stranded."""
 
+    @model_validator(mode="after")
+    def _url(self) -> Self:
+        dburl.parse(self.database_url)
+        return self
+
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> StatusSettings:
         try:
@@ -298,23 +304,5 @@ class StatusSettings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        return _psycopg_url(self.database_url)
+        return dburl.database_url(self.database_url)
 
-
-def _psycopg_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def _check_url(url: str) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        u = make_url(_psycopg_url(url))
-    except ArgumentError as exc:
-        raise ValueError(f"OUTBOX_DATABASE_URL is not a database URL ({exc})") from None
-    if not u.drivername.startswith("postgresql"):
-        raise ValueError(f"OUTBOX_DATABASE_URL must be a PostgreSQL URL, got driver {u.drivername!r}")
