@@ -1,8 +1,9 @@
 """``outbox relay``: validate, check the world, then run the supervisor until SIGTERM/SIGINT.
 
 Exit codes: 0 stopped cleanly (also after the drain deadline), 2 could not start (database unreachable, schema
-behind, Kafka unreachable, HTTP port taken), 3 bad configuration (also: OUTBOX_SHARDS below the shard of a
-pending row), 130 second signal (immediate exit).
+behind, Kafka unreachable, HTTP port taken; typer's usage errors too), 3 bad configuration (also: librdkafka
+refuses a setting, OUTBOX_SHARDS below the shard of a pending row, a database role or Kafka principal without
+the rights it needs), 130 second signal (immediate exit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbox.errors import ConfigError, OutboxError
+from outbox.errors import ConfigError, OutboxError, SchemaBehindError
 from outbox.store.relay import RelayStore
 from relay import logs, startup
 from relay.config import RelaySettings
@@ -27,14 +28,18 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG, EXIT_INTERRUPTED = 
 log = logging.getLogger("relay")
 
 
-def fail(code: int, what: str, exc: BaseException) -> int:
-    """Print the error with its cause chain (one line each) on stderr; return ``code``."""
-    lines = [f"outbox relay: {what}: {exc}"]
+def fail(code: int, what: str, exc: BaseException, prog: str = "outbox relay", detail: str | None = None) -> int:
+    """Print the error with its cause chain (one line each), and ``detail`` if any, on stderr; return ``code``.
+
+    Redacted like the logs: a driver's words may quote a setting's value (a URL, a librdkafka setting)."""
+    lines = [f"{prog}: {what}: {exc}"]
     cause = exc.__cause__
     while cause is not None:
         lines.append(f"  caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}")
         cause = cause.__cause__
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    if detail:
+        lines.append(f"  {detail}")
+    print("\n".join(logs.redact_text(line) for line in lines), file=sys.stderr, flush=True)
     return code
 
 
@@ -86,6 +91,10 @@ def serve(settings: RelaySettings) -> int:
     from relay.supervisor import Supervisor
 
     _limit_malloc_arenas()
+    try:
+        kafka.validate_config(settings)  # before anything else: a typo in a setting is exit 3, whatever is down
+    except ConfigError as exc:
+        return fail(EXIT_CONFIG, "configuration error", exc)
     engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 4,
                               connect_args={
                                   "connect_timeout": 10, "application_name": "outbox-relay",
@@ -98,8 +107,12 @@ def serve(settings: RelaySettings) -> int:
         return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
     try:
         startup.check_schema(engine, settings.db_schema)
-    except OutboxError as exc:
+    except ConfigError as exc:  # the role may not read the version: `migrate upgrade` would not help
+        return fail(EXIT_CONFIG, "configuration error", exc)
+    except SchemaBehindError as exc:
         return fail(EXIT_COULD_NOT_RUN, "schema behind", exc)
+    except OutboxError as exc:
+        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
     store = RelayStore(engine, settings.db_schema)
     try:
         startup.check_privileges(store)
@@ -109,11 +122,15 @@ def serve(settings: RelaySettings) -> int:
     except OutboxError as exc:
         return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
     try:
-        kafka.probe(settings, timeout=min(15.0, settings.kafka_timeout_s))
-        checkpoints = kafka.KafkaCheckpointLog(settings)
-        checkpoints.ensure(settings.shards)
+        with startup.deduplicated_client_logs() as client_logs:  # its summary line comes before our verdict
+            kafka.probe(settings, timeout=min(15.0, settings.kafka_timeout_s))
+            checkpoints = kafka.open_checkpoint_log(settings)
+    except ConfigError as exc:
+        return fail(EXIT_CONFIG, "configuration error", exc)
     except OutboxError as exc:
-        return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc)
+        last = client_logs.last_error
+        return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc,
+                    detail=f"last librdkafka error: {last}" if last else None)
     sup = Supervisor(settings, store,
                      transport_factory=lambda shard: kafka.KafkaTransport(settings, shard), checkpoints=checkpoints,
                      housekeeping=_malloc_trim)

@@ -12,13 +12,14 @@ settings exactly-once depends on (``transactional.id``, ``enable.idempotence``, 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from contextvars import ContextVar
 from enum import Enum
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outbox.config import DEFAULT_SHARDS
@@ -28,6 +29,52 @@ from relay import dburl
 KAFKA_ENV_PREFIX = "OUTBOX_KAFKA_"
 # Exactly-once rests on these; letting a passthrough change them would silently void the guarantee.
 PROTECTED_KAFKA_KEYS = frozenset({"transactional.id", "enable.idempotence", "acks", "isolation.level"})
+# The fields that have a flag on `outbox relay` / `outbox status` (relay/cli/daemon.py): an error names a flag only
+# when it exists (tests/unit/relay/test_config_flags.py checks both sides against the real commands).
+RELAY_FLAGS = {"db_schema": "--schema"} | {f: "--" + f.replace("_", "-") for f in (
+    "database_url", "bootstrap_servers", "shards", "instance_id", "batch_size", "lease_ttl_s", "heartbeat_s",
+    "transactional_id_prefix", "checkpoint_topic", "compression", "linger_ms", "http_port", "drain_deadline_s",
+    "max_attempts", "log_level")}
+STATUS_FLAGS = {"database_url": "--database-url", "db_schema": "--schema", "shards": "--shards"}
+
+# host:port, IPv6 in brackets, optionally behind one of the protocol prefixes librdkafka accepts (it refuses
+# others, and silently ends up with no broker at all).
+_BROKER = re.compile(r"(?:(?:PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)://)?"
+                     r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]|[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?):(\d{1,5})", re.I)
+
+
+def _bootstrap(value: str) -> str:
+    # librdkafka takes ",,," or "host:notaport" without a word and then never connects: a start-up probe that
+    # times out after 15 s saying "unreachable" instead of naming the typo.
+    for entry in value.split(","):
+        m = _BROKER.fullmatch(entry.strip())
+        if m is None or not 0 < int(m.group(1)) <= 65535:
+            raise ValueError(f"expected host:port[,host:port...], and {entry.strip()!r} is not ([v6addr]:port, and "
+                             "a PLAINTEXT://, SSL://, SASL_PLAINTEXT:// or SASL_SSL:// prefix, are accepted)")
+    return value
+
+
+def _schema_name(value: str) -> str:
+    # Postgres silently truncates longer identifiers: the relay would then look for a schema that
+    # `outbox migrate upgrade` (which refuses the name) never creates, and call it "behind".
+    if len(value) > 63:
+        raise ValueError(f"must be at most 63 characters (Postgres' identifier limit), this one has {len(value)}")
+    return value
+
+
+def _replication(value: int) -> int:
+    if value == 0:  # the broker would refuse it only at topic creation, which read as "Kafka unreachable"
+        raise ValueError("must be -1 (the broker's default.replication.factor) or at least 1, not 0")
+    return value
+
+
+def _topic_name(value: str) -> str:
+    if value in {".", ".."}:  # the pattern lets them through; the broker refuses them (as "unreachable")
+        raise ValueError("may not be '.' or '..' (Kafka refuses these topic names)")
+    return value
+
+
+SchemaName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), AfterValidator(_schema_name)]
 
 
 class KillPoint(Enum):
@@ -87,10 +134,11 @@ class RelaySettings(BaseSettings):
     # --- where -------------------------------------------------------------------------------------------
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
     """OUTBOX_DATABASE_URL: SQLAlchemy URL of the outbox database (``postgresql+psycopg://...``). Required."""
-    bootstrap_servers: str = Field(validation_alias="KAFKA_BOOTSTRAP_SERVERS", min_length=1)
-    """KAFKA_BOOTSTRAP_SERVERS: comma-separated ``host:port`` list. Required."""
-    db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    """OUTBOX_SCHEMA: Postgres schema of the outbox tables. Default ``outbox``."""
+    bootstrap_servers: Annotated[str, AfterValidator(_bootstrap)] = Field(validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    """KAFKA_BOOTSTRAP_SERVERS: comma-separated ``host:port`` list (``[v6addr]:port``, ``SSL://host:port``).
+    Required."""
+    db_schema: SchemaName = Field("outbox", validation_alias="OUTBOX_SCHEMA")
+    """OUTBOX_SCHEMA: Postgres schema of the outbox tables, at most 63 characters. Default ``outbox``."""
 
     # --- ownership ---------------------------------------------------------------------------------------
     shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
@@ -112,12 +160,13 @@ class RelaySettings(BaseSettings):
     transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>``. Default ``outbox-relay``.
     Must be the same on every instance (it is the Kafka-side fencing token) and unique per outbox database."""
-    checkpoint_topic: str = Field("outbox-relay-checkpoints", pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    checkpoint_topic: Annotated[str, AfterValidator(_topic_name)] = Field("outbox-relay-checkpoints",
+                                                                         pattern=r"^[A-Za-z0-9._-]{1,249}$")
     """OUTBOX_RELAY_CHECKPOINT_TOPIC: compacted topic holding each shard's last committed batch, created at
     start if missing (one partition per shard). Default ``outbox-relay-checkpoints``."""
-    checkpoint_replication: int = Field(-1, ge=-1, le=32)
+    checkpoint_replication: Annotated[int, AfterValidator(_replication)] = Field(-1, ge=-1, le=32)
     """OUTBOX_RELAY_CHECKPOINT_REPLICATION: replication factor when creating the checkpoint topic; -1 (default)
-    uses the broker's ``default.replication.factor``."""
+    uses the broker's ``default.replication.factor``. 0 is refused."""
     compression: Compression = Compression.LZ4
     """OUTBOX_RELAY_COMPRESSION: lz4 (default: cheap CPU, good ratio), zstd (smaller, more CPU), none, ..."""
     linger_ms: int = Field(20, ge=0, le=1000)
@@ -236,7 +285,7 @@ class RelaySettings(BaseSettings):
                 return cls(**kw)
             return _from_mapping(cls, env, kw)
         except ValidationError as exc:
-            raise ConfigError(_describe(cls, exc)) from exc
+            raise ConfigError(_describe(cls, exc, RELAY_FLAGS)) from exc
 
 
 def _from_mapping(cls: type[RelaySettings], env: dict[str, str], kw: dict[str, Any]) -> RelaySettings:
@@ -258,7 +307,7 @@ def _env_name(field: str, alias: object) -> str:
     return alias if isinstance(alias, str) else f"OUTBOX_RELAY_{field.upper()}"
 
 
-def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
+def _describe(cls: type[BaseSettings], exc: ValidationError, flags: dict[str, str]) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
@@ -269,8 +318,7 @@ def _describe(cls: type[BaseSettings], exc: ValidationError) -> str:
             var = field if field in by_alias else ""
         else:
             var = _env_name(field, info.validation_alias)
-            flag = {"db_schema": "schema"}.get(field, field).replace("_", "-")
-            var = f"{var} (--{flag})"
+            var = f"{var} ({flags[field]})" if field in flags else var
         got = err.get("input")
         shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
@@ -286,7 +334,7 @@ class StatusSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
-    db_schema: str = Field("outbox", validation_alias="OUTBOX_SCHEMA", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    db_schema: SchemaName = Field("outbox", validation_alias="OUTBOX_SCHEMA")
     shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
     """OUTBOX_SHARDS as the relays use it: pending rows in shards at or beyond it are shown as stranded."""
 
@@ -300,7 +348,8 @@ class StatusSettings(BaseSettings):
         try:
             return cls(**{k: v for k, v in (overrides or {}).items() if v is not None})
         except ValidationError as exc:
-            raise ConfigError(_describe(cls, exc).replace("relay configuration", "status configuration")) from exc
+            raise ConfigError(_describe(cls, exc, STATUS_FLAGS).replace("relay configuration", "status configuration")
+                              ) from exc
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
+from relay import startup
 from relay.config import RelaySettings
 from relay.ports import Delivery, OutRecord
 
@@ -334,3 +335,54 @@ def probe(settings: RelaySettings, timeout: float = 10.0) -> int:
             f"Kafka at {settings.bootstrap_servers} did not answer within {timeout:.0f}s: {cause}"
         ) from exc
     return len(md.brokers)
+
+
+# --- start-up validation (messages: relay/startup.py) ---------------------------------------------------------
+# librdkafka checks its settings when a client is constructed, which needs no broker. Unchecked, a value it refuses
+# surfaced as a traceback (exit 1) or, for a producer-only setting, as every shard worker failing forever.
+_quiet = logging.getLogger("relay.kafka.validate")  # construction starts connecting: not worth a line here
+_quiet.propagate = False
+_quiet.addHandler(logging.NullHandler())
+
+
+def validate_config(settings: RelaySettings) -> None:
+    """Construct, once, each kind of client the relay uses with its exact settings; ConfigError if refused."""
+    for make, cfg in ((Producer, producer_config(settings, 0)), (AdminClient, client_config(settings)),
+                      (_Consumer, {**client_config(settings), "group.id": "outbox-relay-config-check"})):
+        try:
+            make(cfg, logger=_quiet)
+        except KafkaException as exc:
+            raise startup.kafka_config_error(settings.kafka_extra, exc.args[0].str(), _refused_alone) from exc
+
+
+def _refused_alone(key: str, value: str) -> bool:
+    """A bad name or value is refused even alone; a bad combination only by the client's constructor."""
+    try:
+        Producer({key: value}, logger=_quiet)
+    except KafkaException as exc:
+        return not exc.args[0].str().startswith("Failed to create")
+    return False
+
+
+# Refusals of the checkpoint topic's creation that only a setting (or a grant) fixes: retrying never helps.
+_TOPIC_REFUSALS = {
+    KafkaError.INVALID_REPLICATION_FACTOR: "replication", KafkaError.TOPIC_EXCEPTION: "name",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied", KafkaError.CLUSTER_AUTHORIZATION_FAILED: "denied",
+    KafkaError.POLICY_VIOLATION: "policy", KafkaError.INVALID_PARTITIONS: "policy",
+    KafkaError.INVALID_CONFIG: "policy", KafkaError.INVALID_REPLICA_ASSIGNMENT: "policy",
+}
+
+
+def open_checkpoint_log(settings: RelaySettings) -> KafkaCheckpointLog:
+    """The checkpoint log, its topic created if missing. A refusal for a configuration reason is a ConfigError
+    naming the variable; anything else stays a PublishError (Kafka unreachable)."""
+    checkpoints = KafkaCheckpointLog(settings)
+    try:
+        checkpoints.ensure(settings.shards)
+    except PublishError as exc:
+        err = exc.__cause__.args[0] if isinstance(exc.__cause__, KafkaException) else None
+        kind = _TOPIC_REFUSALS.get(err.code()) if err is not None else None
+        if err is None or kind is None:
+            raise
+        raise startup.checkpoint_topic_refused(settings, kind, f"{err.name()}: {err.str()}") from exc
+    return checkpoints

@@ -1,9 +1,13 @@
 """Start-up checks, each failing with a message that says what is wrong and what to do (exit code 2, or 3 for
-a shard count that strands pending rows)."""
+a shard count that strands pending rows or a role without its grants), and the messages of the Kafka-side
+checks that relay.kafka runs (a setting librdkafka refuses, a checkpoint topic the broker refuses: exit 3)."""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
@@ -13,6 +17,9 @@ from alembic.script import ScriptDirectory
 from migrations import VERSION_TABLE, alembic_config
 from outbox.errors import ConfigError, DatabaseUnavailableError, SchemaBehindError, StoreError
 from outbox.store.relay import RelayStore
+from outbox.store.roles import Role, role_name
+from relay.config import KAFKA_ENV_PREFIX, RelaySettings
+from relay.logs import MASK, redact, redact_text
 
 log = logging.getLogger("relay.startup")
 
@@ -38,6 +45,13 @@ def check_schema(engine: sa.Engine, schema: str) -> None:
                                                       "version_table_schema": schema})
             current = set(ctx.get_current_heads())
     except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege: no migration fixes that
+            raise ConfigError(
+                f"the relay's database role may not read the schema version ({_first_line(exc.orig)}): apply "
+                f"`outbox roles sql` as the schema owner and grant the relay role ({role_name(Role.RELAY)} by "
+                f"default) to this login (again after each `outbox migrate upgrade`; docs/security.md, "
+                f"\"Least privilege\")"
+            ) from exc
         raise DatabaseUnavailableError(f"could not read the schema version: {exc.orig}") from exc
     if heads <= current:
         return
@@ -81,6 +95,102 @@ def check_shards(store: RelayStore, shards: int) -> None:
         f"drain (`outbox status`), then change it on writers and relays together "
         f"(docs/operations.md#changing-the-shard-count)"
     )
+
+
+class ClientLogDedup(logging.Filter):
+    """Lets the first of each distinct librdkafka line through and counts the repeats.
+
+    Against an unreachable broker librdkafka logs a failed connect every few milliseconds, and all of them arrive
+    at once when the probe gives up: ~290 identical lines that buried the one message saying what is wrong.
+    Lines differing only in numbers (client ids, "after 0ms") count as the same line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, int] = {}
+        self.last_error: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.last_error = text
+        key = re.sub(r"\d+", "#", text)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return self.seen[key] == 1
+
+    @property
+    def repeats(self) -> int:
+        return sum(n - 1 for n in self.seen.values())
+
+
+@contextmanager
+def deduplicated_client_logs(logger: str = "relay.kafka.client") -> Iterator[ClientLogDedup]:
+    """Deduplicate librdkafka's log lines while the Kafka start-up checks run (see :class:`ClientLogDedup`); once
+    running, every line counts, so the filter goes."""
+    target = logging.getLogger(logger)
+    dedup = ClientLogDedup()
+    target.addFilter(dedup)
+    try:
+        yield dedup
+    finally:
+        target.removeFilter(dedup)
+        if dedup.repeats:
+            log.warning("librdkafka repeated log lines during the start-up checks; each was shown once",
+                        extra={"repeats": dedup.repeats})
+
+
+def kafka_config_error(extra: dict[str, str], reason: str, refused_alone: Callable[[str, str], bool]) -> ConfigError:
+    """librdkafka refused the settings for ``reason``: name the passthrough setting to fix, secrets masked."""
+    for s in sorted((v for k, v in extra.items() if v and redact(v, k) != v), key=len, reverse=True):
+        reason = re.sub(rf"(?<!\w){re.escape(s)}(?!\w)" if len(s) < 4 else re.escape(s), MASK, reason)
+    reason = redact_text(reason.strip())
+    key = _culprit(extra, reason, refused_alone)
+    if key is None:
+        where = "--kafka-config/OUTBOX_KAFKA_*" if extra else "the relay's own librdkafka settings"
+    else:
+        env = KAFKA_ENV_PREFIX + key.upper().replace(".", "_")
+        value = extra[key]
+        shown = f"{key}={value}" if redact(value, key) == value else f"{key} (value hidden)"
+        where = f"--kafka-config/{env} {shown}"
+    return ConfigError(f"{where}: {reason} (librdkafka's CONFIGURATION.md lists its settings and their values)")
+
+
+def _culprit(extra: dict[str, str], reason: str, refused_alone: Callable[[str, str], bool]) -> str | None:
+    """The key librdkafka refused: the one refused even alone (its messages may use another name: ``linger.ms``
+    is reported as "queue.buffering.max.ms"); for a refused combination ("Failed to create producer: Unsupported
+    SASL mechanism: BOGUS"), the key or else the value the reason names."""
+    for k, v in extra.items():
+        if refused_alone(k, v):
+            return k
+    for k in extra:
+        if re.search(rf"(?<![\w.]){re.escape(k)}(?![\w.])", reason):
+            return k
+    for k, v in extra.items():
+        if len(v) > 1 and redact(v, k) == v and re.search(rf"(?<![\w.]){re.escape(v)}(?![\w.])", reason):
+            return k
+    return None
+
+
+def checkpoint_topic_refused(settings: RelaySettings, kind: str, said: str) -> ConfigError:
+    """The broker refused to create the checkpoint topic for ``kind`` of reason (``said``: its words)."""
+    topic, rf, shards = settings.checkpoint_topic, settings.checkpoint_replication, settings.shards
+    if kind == "replication":
+        return ConfigError(f"OUTBOX_RELAY_CHECKPOINT_REPLICATION={rf}: the broker refused to create the checkpoint "
+                           f"topic {topic!r} with it ({said}): set at most the number of brokers, or -1 for the "
+                           "broker's default.replication.factor")
+    named = f"OUTBOX_RELAY_CHECKPOINT_TOPIC (--checkpoint-topic)={topic!r}"
+    if kind == "name":
+        return ConfigError(f"{named}: the broker refused this topic name ({said}): choose another")
+    if kind == "denied":
+        return ConfigError(f"{named}: the relay's Kafka principal may not create it ({said}): grant it CREATE on "
+                           f"that topic, or create the topic yourself (cleanup.policy=compact, {shards} partitions)")
+    return ConfigError(f"{named}, OUTBOX_RELAY_CHECKPOINT_REPLICATION={rf}: the broker refused to create the "
+                       f"checkpoint topic ({said}; {shards} partitions, cleanup.policy=compact): change them to fit "
+                       "its topic policy, or create the topic yourself")
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return (str(exc).strip().splitlines() or ["permission denied"])[0]
 
 
 def _known(script: ScriptDirectory, rev: str) -> bool:

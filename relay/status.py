@@ -9,6 +9,8 @@ from rich.table import Table
 
 from outbox.store.relay import Status
 
+PROG_STATUS = "outbox status"  # what its messages and table start with (not "outbox relay": another command)
+
 
 def _key(k: bytes | None) -> str:
     if k is None:
@@ -42,7 +44,7 @@ def to_json(st: Status) -> dict[str, Any]:
 def render_table(st: Status, console: Console | None = None) -> None:
     c = console or Console()
     backlog = {b.shard: b for b in st.backlog}
-    t = Table(title="outbox relay: shards")
+    t = Table(title=f"{PROG_STATUS}: shards")
     for col in ("shard", "pending", "oldest pending", "owner", "epoch", "lease"):
         t.add_column(col, justify="right" if col in ("shard", "pending", "epoch") else "left")
     shards = sorted({le.shard for le in st.leases} | set(backlog))

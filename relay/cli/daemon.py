@@ -1,7 +1,9 @@
 """``outbox relay`` (the daemon) and ``outbox status`` (backlog, leases, DLQ, held keys).
 
-Flags override the environment (docs/relay.md lists every variable). Exit codes: 0 ok, 2 could not run
-(database or Kafka unreachable, schema behind, port taken), 3 bad configuration, 130 second signal.
+Flags override the environment (docs/relay.md lists every variable; not every one has a flag, and
+relay.config.RELAY_FLAGS must list those that do). Exit codes: 0 ok, 2 could not run (database or Kafka
+unreachable, schema behind, port taken) or a usage error typer reports (unknown flag, non-numeric value),
+3 bad configuration, 130 second signal.
 """
 
 from __future__ import annotations
@@ -80,17 +82,17 @@ def status_command(
     from outbox.store.relay import RelayStore
     from relay.app import EXIT_CONFIG, EXIT_COULD_NOT_RUN, fail
     from relay.config import StatusSettings
-    from relay.status import render_table, to_json
+    from relay.status import PROG_STATUS, render_table, to_json
 
     try:
         s = StatusSettings.load({"database_url": database_url, "db_schema": schema, "shards": shards})
     except ConfigError as exc:
-        raise typer.Exit(fail(EXIT_CONFIG, "configuration error", exc)) from None
+        raise typer.Exit(fail(EXIT_CONFIG, "configuration error", exc, prog=PROG_STATUS)) from None
     engine = sa.create_engine(s.sqlalchemy_url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 10})
     try:
         st = RelayStore(engine, s.db_schema).status(s.shards)
     except OutboxError as exc:
-        raise typer.Exit(fail(EXIT_COULD_NOT_RUN, "cannot read status", exc)) from None
+        raise typer.Exit(fail(EXIT_COULD_NOT_RUN, "cannot read status", exc, prog=PROG_STATUS)) from None
     finally:
         engine.dispose()
     if format is Format.JSON:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import outbox
 from stack.env import Stack
 from stack.process import REPO_ROOT, free_port
+from tests.conftest import create_topic
 from tests.integration.relay.conftest import spawn
 from tests.integration.relay.harness import RelayProcess, dsn, pending, scalar, wait_until, write_events
 
@@ -64,9 +66,105 @@ def test_schema_behind_exits_2(empty_db: str, bootstrap: str) -> None:
     assert r.returncode == 2 and "schema behind" in r.stderr and "outbox migrate upgrade" in r.stderr, r.stderr
 
 
-def test_kafka_unreachable_exits_2(fresh_db: str) -> None:
-    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+def test_kafka_unreachable_exits_2_with_each_librdkafka_line_once_and_its_last_error(fresh_db: str) -> None:
+    port = free_port()
+    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
     assert r.returncode == 2 and "Kafka unreachable" in r.stderr, r.stderr
+    # librdkafka logged a failed connect every few ms, all delivered at once: hundreds of lines above the verdict.
+    client = [re.sub(r"\d+", "#", line) for line in r.stderr.splitlines() if '"relay.kafka.client"' in line]
+    assert client and len(client) == len(set(client)), r.stderr
+    assert "librdkafka repeated log lines during the start-up checks" in r.stderr, r.stderr
+    verdict = r.stderr[r.stderr.index("outbox relay: Kafka unreachable"):]
+    assert "last librdkafka error: " in verdict and f"127.0.0.1:{port}" in verdict, verdict
+    assert '"relay.kafka.client"' not in verdict, r.stderr  # the verdict is the last thing printed
+
+
+@pytest.mark.parametrize("servers", [",,,", "host:notaport", ""])
+def test_malformed_bootstrap_servers_exit_3(servers: str) -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "KAFKA_BOOTSTRAP_SERVERS": servers})
+    assert r.returncode == 3, r.stderr
+    assert "configuration error: bad relay configuration: KAFKA_BOOTSTRAP_SERVERS: expected host:port[,host:port...]" \
+        in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    # Producer-only settings the admin client never sees: every shard worker used to fail on them forever.
+    (["--kafka-config", "linger.ms=abc"], {}, "--kafka-config/OUTBOX_KAFKA_LINGER_MS linger.ms=abc: "),
+    ([], {"OUTBOX_KAFKA_MESSAGE_MAX_BYTES": "-5"}, "OUTBOX_KAFKA_MESSAGE_MAX_BYTES message.max.bytes=-5: "),
+    # These used to print a KafkaException traceback and exit 1.
+    ([], {"OUTBOX_KAFKA_NOT_A_SETTING": "1"}, "OUTBOX_KAFKA_NOT_A_SETTING not.a.setting=1: "),
+    ([], {"OUTBOX_KAFKA_SECURITY_PROTOCOL": "bogus"}, "OUTBOX_KAFKA_SECURITY_PROTOCOL security.protocol=bogus: "),
+    ([], {"OUTBOX_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "OUTBOX_KAFKA_SASL_MECHANISM": "BOGUS"},
+     "OUTBOX_KAFKA_SASL_MECHANISM sasl.mechanism=BOGUS: "),
+    ([], {"OUTBOX_KAFKA_SECURITY_PROTOCOL": "SSL", "OUTBOX_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"},
+     "OUTBOX_KAFKA_SSL_CA_LOCATION ssl.ca.location=/nonexistent/ca.pem: "),
+])
+def test_a_setting_librdkafka_refuses_exits_3_before_taking_a_lease(
+        fresh_db: str, bootstrap: str, args: list[str], env: dict[str, str], named: str) -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **env}, *args)
+    assert r.returncode == 3, r.stderr
+    assert "outbox relay: configuration error: " in r.stderr and named in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "relay started" not in r.stderr, r.stderr
+    assert scalar(fresh_db, "SELECT count(*) FROM outbox.relay_lease WHERE owner IS NOT NULL") == 0
+
+
+def test_a_refused_kafka_setting_never_shows_a_secret(fresh_db: str, bootstrap: str) -> None:
+    secret = f"pw-{uuid.uuid4().hex}"
+    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                   "OUTBOX_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "OUTBOX_KAFKA_SASL_MECHANISM": "PLAIN",
+                   "OUTBOX_KAFKA_SASL_PASSWORD": secret, "OUTBOX_KAFKA_SSL_KEY_PASSWORD": secret})
+    assert r.returncode == 3 and "OUTBOX_KAFKA_SASL_PASSWORD sasl.password (value hidden)" in r.stderr, r.stderr
+    assert secret not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"OUTBOX_RELAY_CHECKPOINT_REPLICATION": "0"}, "OUTBOX_RELAY_CHECKPOINT_REPLICATION: must be -1"),
+    ({"OUTBOX_RELAY_CHECKPOINT_TOPIC": ".."}, "OUTBOX_RELAY_CHECKPOINT_TOPIC (--checkpoint-topic): may not be"),
+    # Refused by the (one-broker) cluster itself: used to read "Kafka unreachable", exit 2.
+    ({"OUTBOX_RELAY_CHECKPOINT_REPLICATION": "5"},
+     "OUTBOX_RELAY_CHECKPOINT_REPLICATION=5: the broker refused to create the checkpoint topic"),
+])
+def test_a_checkpoint_topic_kafka_refuses_exits_3_naming_the_variable(
+        relay_env: dict[str, str], env: dict[str, str], named: str) -> None:
+    r = run_relay({**relay_env, **env})
+    assert r.returncode == 3, r.stderr
+    assert "outbox relay: configuration error: " in r.stderr and named in r.stderr, r.stderr
+    assert "unreachable" not in r.stderr
+
+
+def test_a_checkpoint_topic_name_the_broker_refuses_exits_3(relay_env: dict[str, str], bootstrap: str) -> None:
+    # Kafka refuses "a.b" once "a_b" exists (they collide in metric names): only the broker can tell.
+    tag = uuid.uuid4().hex[:8]
+    create_topic(bootstrap, f"ckpt_{tag}", partitions=1)
+    r = run_relay({**relay_env, "OUTBOX_RELAY_CHECKPOINT_TOPIC": f"ckpt.{tag}"})
+    assert r.returncode == 3, r.stderr
+    assert (f"configuration error: OUTBOX_RELAY_CHECKPOINT_TOPIC (--checkpoint-topic)='ckpt.{tag}': the broker "
+            "refused this topic name") in r.stderr, r.stderr
+
+
+@pytest.fixture
+def login_without_grants(stack: Stack, fresh_db: str) -> Iterator[str]:
+    """The URL of ``fresh_db`` as a login role that was granted nothing (`outbox roles sql` never applied)."""
+    role = f"nogrants_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn(stack.url("postgres")), autocommit=True) as c:
+        c.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
+    yield fresh_db.replace("://postgres@", f"://{role}@")
+    with psycopg.connect(dsn(stack.url("postgres")), autocommit=True) as c:
+        c.execute(f'DROP ROLE IF EXISTS "{role}"')  # type: ignore[arg-type]
+
+
+def test_a_role_without_grants_exits_3_saying_to_apply_the_roles(login_without_grants: str, bootstrap: str) -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": login_without_grants, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    assert r.returncode == 3, r.stderr
+    assert ("outbox relay: configuration error: the relay's database role may not read the schema version "
+            "(permission denied") in r.stderr, r.stderr
+    assert "apply `outbox roles sql`" in r.stderr and "schema behind" not in r.stderr, r.stderr
+
+
+def test_a_schema_name_postgres_would_truncate_exits_3() -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x", "KAFKA_BOOTSTRAP_SERVERS": "k:1",
+                   "OUTBOX_SCHEMA": "s" * 64})
+    assert r.returncode == 3 and "OUTBOX_SCHEMA: must be at most 63 characters" in r.stderr, r.stderr
 
 
 def test_http_port_taken_exits_2(fresh_db: str, bootstrap: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from outbox.errors import ConfigError
 from relay import checkpoint
-from relay.config import KillPoint, RelaySettings
+from relay.config import KillPoint, RelaySettings, StatusSettings
 from relay.kafka import client_config, producer_config
 from relay.logs import redact
 
@@ -78,3 +78,42 @@ def test_checkpoint_round_trip_and_refuses_unknown_versions() -> None:
     assert cp.marks == (Mark(1, 0, 5), Mark(2, 1, 7)) and cp.epoch == 9
     with pytest.raises(ValueError, match="unknown checkpoint"):
         checkpoint.decode(b'{"v": 99}')
+
+
+@pytest.mark.parametrize("servers", [",,,", "host:notaport", "", "host", "a:0", "a:70000", "FOO://a:1", "a:1,",
+                                     "a:1,,b:2", "::1:9092", "a b:1"])
+def test_malformed_bootstrap_servers_are_refused(servers: str) -> None:
+    # librdkafka takes all of these without a word and then never connects ("Kafka unreachable" after 15 s).
+    with pytest.raises(ConfigError, match=r"KAFKA_BOOTSTRAP_SERVERS( \(--bootstrap-servers\))?: "
+                       r"expected host:port\[,host:port\.\.\.\]"):
+        load(KAFKA_BOOTSTRAP_SERVERS=servers)
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:9092", "kafka-1:9092,kafka-2.example.com:9093", " k1:1 , k2:2 ",
+                                     "[::1]:9092", "[fe80::1%eth0]:9092,10.0.0.1:65535", "SSL://k:9093",
+                                     "sasl_ssl://k:9094,PLAINTEXT://[::1]:9092"])
+def test_bootstrap_servers_kafka_accepts_are_accepted(servers: str) -> None:
+    assert load(KAFKA_BOOTSTRAP_SERVERS=servers).bootstrap_servers == servers
+
+
+def test_checkpoint_replication_0_and_dot_topic_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"OUTBOX_RELAY_CHECKPOINT_REPLICATION: must be -1 .* or at least 1"):
+        load(OUTBOX_RELAY_CHECKPOINT_REPLICATION="0")
+    assert load(OUTBOX_RELAY_CHECKPOINT_REPLICATION="-1").checkpoint_replication == -1
+    assert load(OUTBOX_RELAY_CHECKPOINT_REPLICATION="3").checkpoint_replication == 3
+    for name in (".", ".."):
+        with pytest.raises(ConfigError, match=r"OUTBOX_RELAY_CHECKPOINT_TOPIC \(--checkpoint-topic\): "
+                                              r"may not be '\.' or '\.\.'"):
+            load(OUTBOX_RELAY_CHECKPOINT_TOPIC=name)
+    assert load(OUTBOX_RELAY_CHECKPOINT_TOPIC="...").checkpoint_topic == "..."  # Kafka accepts this one
+
+
+def test_schema_names_longer_than_postgres_keeps_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load(OUTBOX_SCHEMA="s" * 63).db_schema == "s" * 63
+    with pytest.raises(ConfigError, match=r"OUTBOX_SCHEMA( \(--schema\))?: must be at most 63 characters"):
+        load(OUTBOX_SCHEMA="s" * 64)
+    monkeypatch.setenv("OUTBOX_DATABASE_URL", "postgresql://h/d")
+    with pytest.raises(ConfigError, match=r"bad status configuration: OUTBOX_SCHEMA \(--schema\): must be at most "
+                                          r"63 characters"):
+        StatusSettings.load({"db_schema": "s" * 64})
+    assert StatusSettings.load({"db_schema": "s" * 63}).db_schema == "s" * 63
