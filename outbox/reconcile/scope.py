@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from outbox.errors import ReconcileError
+from outbox.errors import ConfigError, ReconcileError
+from outbox.reconcile.config import MAX_CAP, MAX_JOBS, MAX_SECONDS, check_window, in_range
 from outbox.reconcile.model import Window
 from outbox.store import audit as store
 
@@ -52,8 +53,17 @@ class Options:
     def __post_init__(self) -> None:
         if self.algorithm not in store.HASHES:
             raise ReconcileError(f"unknown digest algorithm {self.algorithm!r}; use one of {sorted(store.HASHES)}")
-        if not 0 < self.sub_bits < self.bucket_bits <= 40 or self.jobs < 1 or self.cap < 0:
-            raise ReconcileError(f"invalid reconcile options {self}")
+        if not 0 < self.sub_bits < self.bucket_bits <= 40:
+            raise ReconcileError(f"invalid reconcile options: need 0 < sub_bits ({self.sub_bits}) < bucket_bits "
+                                 f"({self.bucket_bits}) <= 40")
+        try:  # the same limits as the CLI's flags, named by field here
+            check_window(self.from_id, self.to_id, self.since, self.until, ("from_id", "to_id", "since", "until"))
+            in_range(self.grace.total_seconds(), "grace", 0, MAX_SECONDS, " seconds")
+            in_range(self.stuck_after.total_seconds(), "stuck_after", 0, MAX_SECONDS, " seconds")
+            in_range(self.jobs, "jobs", 1, MAX_JOBS)
+            in_range(self.cap, "cap", 0, MAX_CAP)
+        except ConfigError as exc:
+            raise ReconcileError(f"invalid reconcile options: {exc}") from exc
 
 
 def resolve_window(producer: sa.Engine, schema: str, o: Options) -> tuple[Window, int, int, float]:

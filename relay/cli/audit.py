@@ -1,15 +1,14 @@
 """``outbox reconcile | verify | trace``: the auditor's commands (docs/auditors.md).
 
 Exit codes: 0 proven / verified / found, 1 discrepancies / the report was edited / unknown event, 2 could not run
-(database unreachable, no subscriptions, missing key to check a signature), 3 configuration error.
+(a bad argument such as an empty window, a bad database URL or an unwritable report path; database unreachable,
+no subscriptions, a file that is not a JSON report, missing key to check a signature), 3 configuration error.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from outbox.errors import ConfigError, OutboxError, ReconcileError
+from outbox.reconcile import config as cfg
+from relay import dburl
 
 EXIT_OK, EXIT_FOUND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
 
@@ -40,25 +41,6 @@ class Format(Enum):
 class Digest(Enum):
     HASH = "hash"
     MD5 = "md5"
-
-
-_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-
-
-def parse_time(value: str | None, option: str) -> datetime | None:
-    """An ISO-8601 time (UTC if naive) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d``."""
-    if value is None:
-        return None
-    m = _REL.match(value.strip())
-    if m:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: float(m.group(1))})
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"expected an ISO time or a duration like 2h, got {value!r}",
-                                 param_hint=option) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:
@@ -96,11 +78,13 @@ class RichProgress:
 
 
 def _engines(database_url: str, inbox_urls: list[str], jobs: int) -> tuple[sa.Engine, list[sa.Engine]]:
-    try:
-        producer = sa.create_engine(database_url, pool_size=jobs + 2)
-        return producer, [sa.create_engine(u, pool_size=jobs + 2) for u in inbox_urls]
-    except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
-        raise ConfigError(f"invalid database URL: {exc}") from exc
+    """Engines for URLs checked by relay.dburl: a bad one is named by its flag, not by the driver lookup."""
+    flags = ["--database-url (OUTBOX_DATABASE_URL)",
+             *(f"--inbox-database-url #{i}" if len(inbox_urls) > 1 else "--inbox-database-url"
+               for i in range(1, len(inbox_urls) + 1))]
+    urls = [dburl.database_url(u, f) for u, f in zip([database_url, *inbox_urls], flags, strict=True)]
+    engines = [sa.create_engine(u, pool_size=jobs + 2) for u in urls]
+    return engines[0], engines[1:]
 
 
 def _schema(schema: str | None) -> str:
@@ -110,9 +94,7 @@ def _schema(schema: str | None) -> str:
 
 
 def _signing_key(sign: bool) -> bytes | None:
-    from outbox.reconcile.config import hmac_key
-
-    key = hmac_key()
+    key = cfg.hmac_key()
     if sign and key is None:
         raise ConfigError("--sign needs OUTBOX_REPORT_HMAC_KEY (at least 16 characters) in the environment")
     return key
@@ -172,21 +154,28 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     """Prove zero loss: every published event acknowledged once, in order, by every consumer group."""
     from outbox import reconcile as rc
 
+    try:  # bad arguments: exit 2 before connecting (an empty window would otherwise be "proven")
+        t0, t1 = cfg.parse_time(since, "--since"), cfg.parse_time(until, "--until")
+        cfg.check_window(from_id, to_id, t0, t1)
+        cfg.in_range(jobs, "--jobs", 1, cfg.MAX_JOBS)
+        cfg.in_range(cap, "--cap", 0, cfg.MAX_CAP)
+        options = rc.Options(from_id=from_id, to_id=to_id, since=t0, until=t1, grace=cfg.seconds(grace, "--grace"),
+                             stuck_after=cfg.seconds(stuck_after, "--stuck-after"), groups=tuple(group or ()),
+                             cap=cap, algorithm=digest.value, jobs=jobs, checkpoint=checkpoint)
+        cfg.check_writable(output, "--output")
+        cfg.check_writable(html, "--html")
+        scratch = dburl.database_url(scratch_database_url, "--scratch-database-url") if scratch_database_url else None
+        producer, inboxes = _engines(database_url, inbox_database_url or [], jobs)
+    except (ConfigError, ReconcileError) as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
     try:
         key = _signing_key(sign)
         sch = _schema(schema)
-        producer, inboxes = _engines(database_url, inbox_database_url or [], jobs)
-        options = rc.Options(from_id=from_id, to_id=to_id, since=parse_time(since, "--since"),
-                             until=parse_time(until, "--until"), grace=timedelta(seconds=grace),
-                             stuck_after=timedelta(seconds=stuck_after), groups=tuple(group or ()), cap=cap,
-                             algorithm=digest.value, jobs=jobs, checkpoint=checkpoint)
     except ConfigError as exc:
-        raise fail(exc, EXIT_CONFIG) from None
-    except ReconcileError as exc:
         raise fail(exc, EXIT_CONFIG) from None
     try:
         if ack_topic:
-            inboxes.append(_load_ack_topic(ack_topic, bootstrap_servers, scratch_database_url, sch))
+            inboxes.append(_load_ack_topic(ack_topic, bootstrap_servers, scratch, sch))
     except ConfigError as exc:
         raise fail(exc, EXIT_CONFIG) from None
     except (ReconcileError, OutboxError) as exc:
@@ -204,10 +193,13 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
             e.dispose()
     sealed = rc.seal(report.to_dict(), key if sign else None)
     text = json.dumps(sealed, indent=2, ensure_ascii=False)
-    if output is not None:
-        output.write_text(text + "\n")
-    if html is not None:
-        html.write_text(rc.render_html(sealed))
+    for path, body in ((output, text + "\n"), (html, rc.render_html(sealed) if html is not None else "")):
+        try:
+            if path is not None:
+                path.write_text(body, encoding="utf-8")
+        except OSError as exc:  # checked before the run, but a disk fills and a directory can go away meanwhile
+            raise fail(ReconcileError(f"cannot write the report to {path}: {exc.strerror or exc} (the run ended: "
+                                      f"{sealed['verdict_line']})"), EXIT_COULD_NOT_RUN) from None
     if format is Format.JSON:
         sys.stdout.write(text + "\n")
     else:
@@ -217,24 +209,40 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     raise typer.Exit(EXIT_OK if report.verdict is rc.Verdict.PROVEN else EXIT_FOUND)
 
 
+def _read_report(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReconcileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        why = ("not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else
+               "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+        raise ReconcileError(f"{path} is not a JSON report ({why})") from None
+    if not isinstance(data, dict):
+        raise ReconcileError(f"{path} is not a reconcile report (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
 def verify_command(
     report: Annotated[Path, typer.Argument(help="A JSON report written by `outbox reconcile`.")],
 ) -> None:
     """Check a report's content hash and HMAC signature; any edit is detected (exit 1) and explained."""
     from outbox.reconcile import verify
-    from outbox.reconcile.config import hmac_key
 
     try:
-        key = hmac_key()
+        key = cfg.hmac_key()
     except ConfigError as exc:
         raise fail(exc, EXIT_CONFIG) from None
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError) as exc:
-        raise fail(ReconcileError(f"cannot read {report}: {exc}"), EXIT_COULD_NOT_RUN) from None
-    if not isinstance(data, dict):
-        raise fail(ReconcileError(f"{report} is not a reconcile report (not a JSON object)"), EXIT_FOUND) from None
-    v = verify(data, key)
+    try:  # a file that is not a report could not be verified (2); exit 1 is kept for a report that was edited
+        data = _read_report(report)
+        v = verify(data, key)
+    except RecursionError:  # parsed, but too deep for the canonical form's encoder
+        raise fail(ReconcileError(f"{report} is not a reconcile report (nested too deeply)"), EXIT_COULD_NOT_RUN) \
+            from None
+    except ReconcileError as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
     con = Console(highlight=False)
     if v.ok:
         how = "content hash and HMAC signature verified" if v.signed else "content hash verified (unsigned report)"
@@ -256,15 +264,21 @@ def trace_command(
     """Show one event's journey: written, published (partition/offset), acknowledged by which groups and when."""
     from outbox.reconcile import trace
     from outbox.reconcile.trace_view import print_journey
+    from outbox.store import translate_errors
 
     try:
-        sch = _schema(schema)
+        cfg.check_trace_query(event)
         producer, inboxes = _engines(database_url, inbox_database_url or [], 1)
+    except ConfigError as exc:
+        raise fail(exc, EXIT_COULD_NOT_RUN) from None
+    try:
+        sch = _schema(schema)
     except ConfigError as exc:
         raise fail(exc, EXIT_CONFIG) from None
     try:
-        j = trace(event, producer, sch, [(e, sch) for e in inboxes])
-    except ReconcileError as exc:
+        with translate_errors("tracing"):  # unreachable is "could not run" (2), never "unknown event" (1)
+            j = trace(event, producer, sch, [(e, sch) for e in inboxes])
+    except OutboxError as exc:
         raise fail(exc, EXIT_COULD_NOT_RUN) from None
     finally:
         producer.dispose()

@@ -133,3 +133,27 @@ def test_reconcile_from_an_ack_topic_when_consumer_databases_are_out_of_reach(
     assert (g["group"], g["expected"], g["acknowledged"], g["missing"], g["duplicated"], g["out_of_order"]) == \
         ("billing", 40, 40, 0, 1, 0)
     assert [f["event_id"] for f in g["findings"] if f["kind"] == "duplicated"] == [str(rows[3].event_id)]
+
+
+def test_a_real_run_refuses_an_empty_window_and_a_report_it_cannot_write(scenario: Scenario, tmp_path: Path) -> None:
+    # With a real database and groups, an inverted window used to be "zero loss proven — 0 events", exit 0.
+    code, out = outbox_cli("reconcile", *dbs(scenario), "--from-id", "10", "--to-id", "5")
+    assert code == 2 and "--from-id (10) is after --to-id (5)" in out and "proven" not in out, out
+
+    # /dev/full passes the check before the run (it exists and is writable); the write itself fails (ENOSPC).
+    code, out = outbox_cli("reconcile", *dbs(scenario), "--grace", "0", "-o", "/dev/full")
+    assert code == 2 and "cannot write the report to /dev/full: No space left on device" in out, out
+    assert "verdict: zero loss proven — 60 events" in out and "Traceback" not in out, out
+    rj = tmp_path / "r.json"
+    code, out = outbox_cli("reconcile", *dbs(scenario), "--grace", "0", "--format", "json", "-o", str(rj),
+                           "--html", "/dev/full")
+    assert code == 2 and "cannot write the report to /dev/full" in out, out
+    assert json.loads(rj.read_text(encoding="utf-8"))["verdict"] == "proven"
+
+
+def test_trace_with_an_unreachable_consumer_database_could_not_run(scenario: Scenario) -> None:
+    with scenario.producer.connect() as c:
+        eid = c.execute(sa.select(event.c.event_id).limit(1)).scalar_one()
+    code, out = outbox_cli("trace", str(eid), "--database-url", url(scenario.producer), "--inbox-database-url",
+                           "postgresql+psycopg://nobody@127.0.0.1:1/x")
+    assert code == 2 and "database unavailable while tracing" in out, out  # 1 would mean "unknown event"

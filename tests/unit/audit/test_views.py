@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import typer
 from rich.console import Console
 
+from outbox.errors import ConfigError
 from outbox.reconcile import print_report, render_html, verdict_line
+from outbox.reconcile.config import parse_time
 from outbox.reconcile.render import latency_label, percentile
-from relay.cli.audit import parse_time
 
 
 def group(name: str, **kw: int) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def test_parse_time() -> None:
     assert parse_time("2026-01-02T03:04:05", "--since") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     ago = parse_time("2h", "--since")
     assert ago is not None and abs((datetime.now(UTC) - ago) - timedelta(hours=2)) < timedelta(seconds=5)
-    with pytest.raises(typer.BadParameter):
+    with pytest.raises(ConfigError, match="--since"):
         parse_time("yesterday", "--since")
 
 
