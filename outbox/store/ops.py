@@ -126,6 +126,16 @@ def replay_sample(conn: sa.Connection, sel: ReplaySelector, limit: int = 20) -> 
         return [EventBrief(*r) for r in conn.execute(q).all()]
 
 
+def unknown_event_ids(conn: sa.Connection, event_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """The ids of ``event_ids`` that no row has (never written, or pruned), in the order given."""
+    if not event_ids:
+        return []
+    with translate_errors("looking up event ids"):
+        known = set(conn.execute(sa.select(event.c.event_id).where(event.c.event_id.in_(list(event_ids))))
+                    .scalars())
+    return [e for e in dict.fromkeys(event_ids) if e not in known]
+
+
 def start_replay_audit(conn: sa.Connection, actor: str, sel: ReplaySelector) -> int:
     """Insert the audit row first (count 0), so an interrupted replay is still on record."""
     doc = {"selector": sel.to_json(), "replayed_id_ranges": []}

@@ -1,8 +1,10 @@
 """``outbox migrate upgrade | downgrade | sql | check | current``: our Alembic migrations, no ini file needed.
 
 Exit codes: 0 done / up to date, 1 ``check`` found the database behind (or ahead of) this code, 2 could not run
-(database unreachable, unknown revision), 3 configuration error. The database URL comes from ``--database-url``
-or ``OUTBOX_DATABASE_URL``; the schema from ``--schema`` or ``OUTBOX_SCHEMA`` (default ``outbox``).
+(database unreachable, unknown or malformed revision), 3 configuration error (the URL, the schema name). The
+database URL comes from ``--database-url`` or ``OUTBOX_DATABASE_URL`` and is checked by :mod:`relay.dburl` like
+every command's; the schema from ``--schema`` or ``OUTBOX_SCHEMA`` (default ``outbox``). Both are checked before
+anything connects, so a bad setting is never hidden behind an unreachable database.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from alembic.util import CommandError
 from migrations import VERSION_TABLE, alembic_config
 from outbox.config import Settings
 from outbox.errors import ConfigError
+from relay import dburl
+from relay.logs import redact_text
 
 EXIT_OK, EXIT_BEHIND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
+URL_NAME = "OUTBOX_DATABASE_URL (--database-url)"
+_REVISION_FORMS = "`heads`, a revision id (e.g. 0001, ops_0002, base)"
 
 DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
-                                    help="SQLAlchemy URL of the outbox database, e.g. postgresql+psycopg://...")]
+                                    help="PostgreSQL URL of the outbox database, e.g. postgresql://user@host/db.")]
 Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
                                      help="Postgres schema of the outbox tables.")]
 
@@ -71,30 +77,61 @@ def _settings(schema: str) -> str:
         raise typer.Exit(EXIT_CONFIG) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact_text(text[0]) if text else ""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failed connect or a lost connection: psycopg raises those without a SQLSTATE, while the server's own
+    OperationalErrors (a lock timeout, a cancelled statement) carry one."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, sa.exc.OperationalError) and getattr(orig, "sqlstate", None) is None
+
+
 def _fail(exc: BaseException, code: int = EXIT_COULD_NOT_RUN) -> typer.Exit:
-    lines = [f"error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"]
+    if _unreachable(exc):
+        orig = getattr(exc, "orig", None) or exc
+        lines = [f"error: database unreachable: {_first_line(orig)}"]
+    else:
+        lines = [f"error: {type(exc).__name__}: {_first_line(exc)}"]
     cause = exc.__cause__ or exc.__context__
     while cause is not None:
-        text = str(cause).strip().splitlines()
-        lines.append(f"  caused by {type(cause).__name__}: {text[0] if text else ''}")
+        lines.append(f"  caused by {type(cause).__name__}: {_first_line(cause)}")
         cause = cause.__cause__
     typer.echo("\n".join(lines), err=True)
     return typer.Exit(code)
 
 
-def _need_url(url: str) -> str:
-    if not url:
-        typer.echo("error: give --database-url or set OUTBOX_DATABASE_URL", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    return url
+def _url(url: str) -> str:
+    """The checked psycopg 3 URL (relay/dburl.py); exit 3 with its message when it is missing or unusable."""
+    try:
+        return dburl.database_url(url, URL_NAME)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from exc
+
+
+def _revision(revision: str, *, ranges: bool) -> str:
+    """Reject what Alembic would answer with a traceback (``::::``, ``a:``, ``@``, an empty string) rather than a
+    CommandError: exit 2, as for an unknown revision."""
+    parts = revision.split(":")
+    malformed = len(parts) > (2 if ranges else 1) or any(not p.strip() or not p.strip("@") for p in parts)
+    if malformed:
+        forms = (f"{_REVISION_FORMS} or `FROM:TO`" if ranges
+                 else f"{_REVISION_FORMS}; `FROM:TO` is only for `outbox migrate sql`")
+        raise typer.BadParameter(f"{revision!r} is not a revision: give {forms}", param_hint="REVISION")
+    return revision
 
 
 @migrate_app.command("upgrade")
 def upgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'heads' is every branch.")] = "heads",
             database_url: DbUrl = "", schema: Schema = "outbox") -> None:
     """Apply migrations up to REVISION (default: heads)."""
+    _revision(revision, ranges=False)
+    cfg = alembic_config(_url(database_url), _settings(schema))
     try:
-        command.upgrade(alembic_config(_need_url(database_url), _settings(schema)), revision)
+        command.upgrade(cfg, revision)
     except (sa.exc.SQLAlchemyError, CommandError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"schema {schema!r} upgraded to {revision}")
@@ -104,8 +141,10 @@ def upgrade(revision: Annotated[str, typer.Argument(help="Target revision; 'head
 def downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. 0001 or 'base' (drops all).")],
               database_url: DbUrl = "", schema: Schema = "outbox") -> None:
     """Revert migrations down to REVISION."""
+    _revision(revision, ranges=False)
+    cfg = alembic_config(_url(database_url), _settings(schema))
     try:
-        command.downgrade(alembic_config(_need_url(database_url), _settings(schema)), revision)
+        command.downgrade(cfg, revision)
     except (sa.exc.SQLAlchemyError, CommandError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"schema {schema!r} downgraded to {revision}")
@@ -115,6 +154,7 @@ def downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g
 def sql(revision: Annotated[str, typer.Argument(help="'heads', or 'FROM:TO' for an incremental script.")] = "heads",
         schema: Schema = "outbox") -> None:
     """Print the DDL (offline mode, no database needed) for a DBA to review or apply."""
+    _revision(revision, ranges=True)
     buf = io.StringIO()
     cfg = alembic_config("postgresql+psycopg://", _settings(schema))
     cfg.output_buffer = buf
@@ -126,10 +166,12 @@ def sql(revision: Annotated[str, typer.Argument(help="'heads', or 'FROM:TO' for 
 
 
 def _status(database_url: str, schema: str) -> SchemaStatus:
-    engine = sa.create_engine(_need_url(database_url), poolclass=sa.pool.NullPool)
+    checked = _settings(schema)  # before connecting: an unreachable database must not hide a bad schema name
+    engine = sa.create_engine(_url(database_url), poolclass=sa.pool.NullPool,
+                              connect_args={"connect_timeout": 10, "application_name": "outbox-migrate"})
     try:
         with engine.connect() as conn:
-            return schema_status(conn, _settings(schema))
+            return schema_status(conn, checked)
     except sa.exc.SQLAlchemyError as exc:
         raise _fail(exc) from exc
     finally:
@@ -154,7 +196,7 @@ def check(database_url: DbUrl = "", schema: Schema = "outbox") -> None:
 def current(database_url: DbUrl = "", schema: Schema = "outbox") -> None:
     """Print the revision(s) applied to the database, and whether that is head."""
     st = _status(database_url, schema)
-    for rev in st.current or ("(none)",):
+    for rev in st.current or ("(none: run `outbox migrate upgrade`)",):
         typer.echo(f"{rev}{' (head)' if rev in st.heads else ''}")
 
 

@@ -1,8 +1,9 @@
 """Operator commands: ``outbox replay``, ``outbox dlq list|show|retry|discard``, ``outbox prune``, ``outbox roles sql``.
 
 Each command runs short transactions (one per batch) so it can run beside a live relay. Exit codes: 0 done,
-1 some ids could not be acted on (not found / already resolved), 2 could not run (database, schema), 3 bad
-arguments or configuration. Semantics are in docs/operations.md.
+1 some ids could not be acted on (not found / already resolved), 2 could not run (database, schema, bad
+arguments), 3 configuration (the database URL, OUTBOX_SCHEMA, OUTBOX_SHARDS). Semantics are in
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -24,25 +25,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from outbox.config import DEFAULT_SHARDS, MAX_SHARDS
-from outbox.errors import ConfigError, OutboxError
+from outbox.errors import ConfigError, OutboxError, StoreError
 from outbox.schema import translate_map
 from outbox.store import ops as store
 from outbox.store import translate_errors
-from outbox.store.roles import Role, roles_sql
+from outbox.store.roles import Role, role_name, roles_sql
+from relay import dburl
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A century is beyond any retention, and keeps ``now - duration`` inside what datetime can represent.
+MAX_DURATION = timedelta(days=36500)
+BIGINT_MAX = 2**63 - 1  # row and dead-letter ids are bigint: a larger id would only fail in the database
+MAX_IDENT = 63  # Postgres truncates longer identifiers (NAMEDATALEN - 1), so two role names could collide
+URL_NAME = "OUTBOX_DATABASE_URL (--database-url)"
+_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
-                                    help="SQLAlchemy URL of the outbox database (TLS: add ?sslmode=verify-full"
+                                    help="PostgreSQL URL of the outbox database (TLS: add ?sslmode=verify-full"
                                          "&sslrootcert=/path/ca.pem).")]
 Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
                                      help="Postgres schema of the outbox tables.")]
 Actor = Annotated[str | None, typer.Option("--actor", help="Who to record in the audit (default: the OS user).")]
-Shards = Annotated[int, typer.Option(
-    "--shards", envvar="OUTBOX_SHARDS", show_envvar=True, min=1, max=MAX_SHARDS,
-    help="The shard count writers and relays use now: a re-queued row goes to its key's shard under it.")]
+# Text, checked by shard_count(): OUTBOX_SHARDS is configuration, so a bad value exits 3 with a message naming
+# it, as `outbox relay` and `outbox status` do (typer's own range check would exit 2 with a usage error).
+Shards = Annotated[str, typer.Option(
+    "--shards", envvar="OUTBOX_SHARDS", show_envvar=True, metavar="<int>",
+    help=f"The shard count writers and relays use now (1-{MAX_SHARDS}): a re-queued row goes to its key's "
+         "shard under it.")]
+SHARDS_DEFAULT = str(DEFAULT_SHARDS)
 
 console = Console(stderr=True, highlight=False)
 # Piped or captured output gets a wide fixed width, so ids and reasons are not squeezed into 80 columns.
@@ -58,12 +70,23 @@ def actor_name(given: str | None) -> str:
         return "unknown"
 
 
-def parse_duration(text: str) -> timedelta:
-    """``45s``, ``90m``, ``12h``, ``30d``, ``2w``."""
+def parse_duration(text: str, flag: str | None = None) -> timedelta:
+    """``45s``, ``90m``, ``12h``, ``30d``, ``2w``: more than zero, at most :data:`MAX_DURATION`.
+
+    Errors are usage errors (exit 2) that name ``flag`` when given.
+    """
     m = _DURATION.match(text)
     if not m:
-        raise typer.BadParameter(f"{text!r} is not a duration like 45s, 90m, 12h, 30d or 2w")
-    return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+        raise typer.BadParameter(f"{text!r} is not a duration like 45s, 90m, 12h, 30d or 2w", param_hint=flag)
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    # Compare as floats first: timedelta() itself overflows (OverflowError) on a huge or infinite count.
+    if seconds > MAX_DURATION.total_seconds():
+        raise typer.BadParameter(f"{text!r} is too long: at most {MAX_DURATION.days}d (100 years)",
+                                 param_hint=flag)
+    d = timedelta(seconds=seconds)
+    if d <= timedelta(0):  # "0d", or a fraction of a microsecond
+        raise typer.BadParameter(f"{text!r} is not longer than zero: give a duration like 30d", param_hint=flag)
+    return d
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -77,23 +100,44 @@ def parse_time(text: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def parse_ids(from_id: int | None, to_id: int | None) -> None:
+    """Reject an inverted id range: it selects nothing, which is never what the operator meant."""
+    if from_id is not None and to_id is not None and from_id > to_id:
+        raise typer.BadParameter(f"--from-id {from_id} is after --to-id {to_id}: the range is inclusive, "
+                                 "give the lower id first", param_hint="--from-id/--to-id")
+
+
 def sqlalchemy_url(url: str) -> str:
-    """The psycopg 3 driver whatever spelling the user gave; query parameters (sslmode...) pass through."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """The checked psycopg 3 SQLAlchemy URL (:func:`relay.dburl.database_url`); ``ConfigError`` when unusable."""
+    return dburl.database_url(url, URL_NAME)
+
+
+def check_schema(schema: str) -> str:
+    """``schema`` when it is a plain SQL identifier Postgres keeps whole; else a ``ConfigError`` saying why."""
+    if not _SCHEMA.match(schema):
+        raise ConfigError(f"OUTBOX_SCHEMA must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*), got {schema!r}")
+    if len(schema) > MAX_IDENT:
+        raise ConfigError(f"OUTBOX_SCHEMA is {len(schema)} characters long: at most {MAX_IDENT}")
+    return schema
+
+
+def shard_count(text: str) -> int:
+    """OUTBOX_SHARDS / ``--shards`` as an int in 1..MAX_SHARDS, or a ``ConfigError`` naming it."""
+    try:
+        n = int(text.strip())
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n <= MAX_SHARDS:
+        raise ConfigError(f"OUTBOX_SHARDS (--shards) must be an integer from 1 to {MAX_SHARDS}, got {text!r}: "
+                          "use the shard count writers and relays use now")
+    return n
 
 
 def make_engine(url: str, schema: str) -> sa.Engine:
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", schema):
-        raise ConfigError(f"OUTBOX_SCHEMA must be a plain SQL identifier, got {schema!r}")
-    try:
-        engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool,
-                                  connect_args={"connect_timeout": 10, "application_name": "outbox-ops"})
-    except (sa.exc.ArgumentError, ValueError) as exc:
-        # The URL itself may hold a password: never echo it.
-        raise ConfigError("OUTBOX_DATABASE_URL is not a valid SQLAlchemy URL") from exc
+    """An engine for the ops commands; ``ConfigError`` (exit 3) for a bad schema name or database URL."""
+    check_schema(schema)
+    engine = sa.create_engine(sqlalchemy_url(url), poolclass=sa.NullPool,
+                              connect_args={"connect_timeout": 10, "application_name": "outbox-ops"})
     tm = translate_map(schema)
     return engine.execution_options(schema_translate_map=tm) if tm else engine
 
@@ -112,6 +156,32 @@ def fail(code: int, exc: BaseException) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _driver_error(exc: BaseException) -> BaseException | None:
+    """The driver's own error (it carries the SQLSTATE) somewhere in ``exc``'s cause chain, if any."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        orig = getattr(cause, "orig", None)
+        if isinstance(getattr(orig, "sqlstate", None), str):
+            return orig
+        cause = cause.__cause__
+    return None
+
+
+def _with_grant_hint(exc: StoreError) -> StoreError:
+    """For SQLSTATE 42501 (insufficient_privilege): say which grant is missing and how to get it, rather than
+    only the database's words; ``exc`` itself otherwise."""
+    orig = _driver_error(exc)
+    if orig is None or getattr(orig, "sqlstate", None) != "42501":
+        return exc
+    text = (str(orig).strip().splitlines() or ["permission denied"])[0]
+    hinted = StoreError(
+        f"the database role lacks a grant this command needs ({text}): apply `outbox roles sql` as the schema "
+        f"owner (again after each `outbox migrate upgrade`) and grant the operator role "
+        f"({role_name(Role.OPERATOR)} by default) to this login; see docs/security.md")
+    hinted.__cause__ = exc  # what `raise ... from exc` would set: fail() prints the chain
+    return hinted
+
+
 @contextmanager
 def run_guard() -> Iterator[None]:
     """Map the library's errors to exit codes (3 config, 2 could not run)."""
@@ -120,6 +190,9 @@ def run_guard() -> Iterator[None]:
             yield
     except ConfigError as exc:
         raise fail(EXIT_CONFIG, exc) from exc
+    except StoreError as exc:
+        # A missing grant is still "could not run" (exit 2, like any database error), with what to do about it.
+        raise fail(EXIT_COULD_NOT_RUN, _with_grant_hint(exc)) from exc
     except OutboxError as exc:
         raise fail(EXIT_COULD_NOT_RUN, exc) from exc
 
@@ -157,8 +230,10 @@ def replay(
     *,
     database_url: DbUrl,
     schema: Schema = "outbox",
-    from_id: Annotated[int | None, typer.Option("--from-id", help="First row id (inclusive).")] = None,
-    to_id: Annotated[int | None, typer.Option("--to-id", help="Last row id (inclusive).")] = None,
+    from_id: Annotated[int | None, typer.Option("--from-id", min=1, max=BIGINT_MAX,
+                                                help="First row id (inclusive).")] = None,
+    to_id: Annotated[int | None, typer.Option("--to-id", min=1, max=BIGINT_MAX,
+                                              help="Last row id (inclusive).")] = None,
     since: Annotated[str | None, typer.Option(help="Written at or after this ISO 8601 time.")] = None,
     until: Annotated[str | None, typer.Option(help="Written before this ISO 8601 time.")] = None,
     event_id: Annotated[list[str] | None, typer.Option("--event-id", help="An event id; repeatable.")] = None,
@@ -166,22 +241,33 @@ def replay(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per transaction.")] = 1000,
     actor: Actor = None,
-    shards: Shards = DEFAULT_SHARDS,
+    shards: Shards = SHARDS_DEFAULT,
 ) -> None:
     """Re-publish already published events with their SAME event ids (see REPLAY_HELP)."""
     try:
         ids = tuple(uuid.UUID(e) for e in event_id or ())
     except ValueError as exc:
         raise typer.BadParameter(f"not an event id (UUID): {exc}", param_hint="--event-id") from exc
-    sel = store.ReplaySelector(from_id, to_id, parse_time(since), parse_time(until), ids, topic)
+    if topic is not None and not topic.strip():
+        raise typer.BadParameter("the topic is empty: give a topic name, or leave --topic out", param_hint="--topic")
+    parse_ids(from_id, to_id)
+    start, end = parse_time(since), parse_time(until)
+    if start is not None and end is not None and start >= end:
+        raise typer.BadParameter(f"--since {since} is not before --until {until}: --since is inclusive and --until "
+                                 "exclusive, so the window is empty", param_hint="--since/--until")
+    sel = store.ReplaySelector(from_id, to_id, start, end, ids, topic)
     if sel.empty:
         raise typer.BadParameter("give at least one of --from-id, --to-id, --since, --until, --event-id, --topic")
     with run_guard():
+        n_shards = shard_count(shards)
         engine = make_engine(database_url, schema)
         with engine.connect() as conn:
             plan = store.replay_plan(conn, sel)
             sample = store.replay_sample(conn, sel) if dry_run else []
+            unknown = store.unknown_event_ids(conn, sel.event_ids)
         out.print(f"selector: {json.dumps(sel.to_json())}")
+        for missing in unknown:  # named one by one, like `outbox dlq`'s unknown ids; they make the exit code 1
+            out.print(f"event id {missing} not found (never written, or pruned)")
         out.print(f"replayable (published) rows: {plan.replayable}"
                   + (f"  ids {plan.first_id}..{plan.last_id}" if plan.replayable else "")
                   + f"; left alone: {plan.pending} still pending, {plan.dead} dead-lettered (use `outbox dlq`)")
@@ -195,15 +281,17 @@ def replay(
                           str(e.published_at))
             out.print(t)
             out.print("dry run: nothing changed")
-            return
-        if plan.replayable == 0:
+        elif plan.replayable == 0:
             out.print("nothing to replay")
-            return
-        with engine.begin() as conn:
-            audit_id = store.start_replay_audit(conn, actor_name(actor), sel)
-        n = run_batches(engine, "replay", plan.replayable,
-                        lambda c, after: store.replay_batch(c, sel, audit_id, after, batch_size, shards=shards))
-        out.print(f"re-queued {n} events for publication (replay_audit id {audit_id})")
+        else:
+            with engine.begin() as conn:
+                audit_id = store.start_replay_audit(conn, actor_name(actor), sel)
+            n = run_batches(engine, "replay", plan.replayable,
+                            lambda c, after: store.replay_batch(c, sel, audit_id, after, batch_size,
+                                                                shards=n_shards))
+            out.print(f"re-queued {n} events for publication (replay_audit id {audit_id})")
+    if unknown:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def prune(
@@ -216,7 +304,7 @@ def prune(
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows deleted per transaction.")] = 5000,
 ) -> None:
     """Delete published events past the retention that reconcile checkpoints cover (see PRUNE_HELP)."""
-    cutoff = datetime.now(UTC) - parse_duration(older_than)
+    cutoff = datetime.now(UTC) - parse_duration(older_than, "--older-than")
     with run_guard():
         engine = make_engine(database_url, schema)
         with engine.connect() as conn:
@@ -254,9 +342,18 @@ def roles_sql_cmd(
     role: Annotated[list[Role] | None, typer.Option("--role", help="Only these roles; repeatable.")] = None,
 ) -> None:
     """Print idempotent DDL for the app, relay, consumer, auditor and operator roles (apply as schema owner)."""
+    roles = tuple(role) if role else tuple(Role)
     try:
-        out.print(roles_sql(schema, prefix, tuple(role) if role else tuple(Role)), markup=False, end="")
-    except ValueError as exc:
+        check_schema(schema)
+        # roles_sql() accepts any identifier as the prefix, but Postgres would truncate a role name longer than
+        # 63 characters, silently, and two truncated names could even be the same role.
+        longest = max(roles, key=lambda r: len(role_name(r, "")))
+        room = MAX_IDENT - len(role_name(longest, ""))
+        if len(prefix) > room:
+            raise ConfigError(f"--prefix is {len(prefix)} characters long: at most {room}, since role names such "
+                              f"as {role_name(longest, '<prefix>')} must fit in Postgres' {MAX_IDENT} characters")
+        out.print(roles_sql(schema, prefix, roles), markup=False, end="")
+    except ValueError as exc:  # ConfigError is one, and roles_sql() raises ValueError for a bad identifier
         raise fail(EXIT_CONFIG, exc) from exc
 
 

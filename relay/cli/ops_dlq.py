@@ -16,7 +16,9 @@ from rich.table import Table
 from outbox.config import DEFAULT_SHARDS
 from outbox.store import ops as store
 from relay.cli.ops import (
+    BIGINT_MAX,
     EXIT_CHECK_FAILED,
+    SHARDS_DEFAULT,
     Actor,
     DbUrl,
     Schema,
@@ -27,10 +29,16 @@ from relay.cli.ops import (
     out,
     print_json,
     run_guard,
+    shard_count,
 )
 
+# A larger --limit is a typo, not a listing anyone reads; unchecked, a huge one fails in Postgres (bigint LIMIT).
+MAX_LIMIT = 100_000
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-Ids = Annotated[list[int], typer.Argument(help="Dead-letter ids (from `outbox dlq list`).")]
+# Dead-letter ids are bigint: checked here, so an impossible id is a usage error naming the argument rather
+# than a "bigint out of range" from the database.
+Ids = Annotated[list[int], typer.Argument(min=1, max=BIGINT_MAX, metavar="ID",
+                                          help="Dead-letter ids (from `outbox dlq list`).")]
 
 
 def _doc(d: store.DeadLetter) -> dict[str, Any]:
@@ -44,9 +52,11 @@ def _doc(d: store.DeadLetter) -> dict[str, Any]:
 def list_cmd(*, database_url: DbUrl, schema: Schema = "outbox",
              all_: Annotated[bool, typer.Option("--all", help="Include resolved dead letters.")] = False,
              topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
-             limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
+             limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many.")] = 100,
              as_json: Json = False) -> None:
     """List open dead letters (oldest first) with their reason and how many rows of the key they hold."""
+    if topic is not None and not topic.strip():
+        raise typer.BadParameter("the topic is empty: give a topic name, or leave --topic out", param_hint="--topic")
     with run_guard(), make_engine(database_url, schema).connect() as conn:
         rows = store.list_dead_letters(conn, include_resolved=all_, topic=topic, limit=limit)
     if as_json:
@@ -66,8 +76,8 @@ def list_cmd(*, database_url: DbUrl, schema: Schema = "outbox",
         out.print("no dead letters" if all_ else "no open dead letters")
 
 
-def show_cmd(*, dl_id: Annotated[int, typer.Argument(help="Dead-letter id.")], database_url: DbUrl,
-             schema: Schema = "outbox", as_json: Json = False) -> None:
+def show_cmd(*, dl_id: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, metavar="ID", help="Dead-letter id.")],
+             database_url: DbUrl, schema: Schema = "outbox", as_json: Json = False) -> None:
     """Show one dead letter: the full reason, the event row's state, and the rows of its key held behind it."""
     with run_guard(), make_engine(database_url, schema).connect() as conn:
         d = store.get_dead_letter(conn, dl_id)
@@ -84,13 +94,14 @@ def show_cmd(*, dl_id: Annotated[int, typer.Argument(help="Dead-letter id.")], d
 
 
 def _resolve(ids: list[int], how: store.Resolution, database_url: str, schema: str, actor: str | None, *,
-             shards: int) -> None:
+             shards: str) -> None:
     who, failed = actor_name(actor), 0
     with run_guard():
+        n_shards = shard_count(shards)
         engine = make_engine(database_url, schema)
         for dl_id in ids:
             with engine.begin() as conn:  # one transaction per id: a bad id does not undo the others
-                res = store.resolve_dead_letter(conn, dl_id, how, who, shards=shards)
+                res = store.resolve_dead_letter(conn, dl_id, how, who, shards=n_shards)
             failed += res is not store.ResolveOutcome.DONE
             verb = "retried" if how is store.Resolution.RETRIED else "discarded"
             out.print(f"dead letter {dl_id}: {verb if res is store.ResolveOutcome.DONE else res.value}")
@@ -99,14 +110,15 @@ def _resolve(ids: list[int], how: store.Resolution, database_url: str, schema: s
 
 
 def retry_cmd(*, ids: Ids, database_url: DbUrl, schema: Schema = "outbox", actor: Actor = None,
-              shards: Shards = DEFAULT_SHARDS) -> None:
+              shards: Shards = SHARDS_DEFAULT) -> None:
     """Re-queue the dead-lettered events (fresh attempts) ahead of their key's held rows; resolve as 'retried'."""
     _resolve(ids, store.Resolution.RETRIED, database_url, schema, actor, shards=shards)
 
 
 def discard_cmd(*, ids: Ids, database_url: DbUrl, schema: Schema = "outbox", actor: Actor = None) -> None:
     """Give up on the events (never published) and release their keys; resolve as 'discarded'."""
-    _resolve(ids, store.Resolution.DISCARDED, database_url, schema, actor, shards=DEFAULT_SHARDS)
+    # discard re-queues nothing, so it takes no --shards
+    _resolve(ids, store.Resolution.DISCARDED, database_url, schema, actor, shards=str(DEFAULT_SHARDS))
 
 
 def build() -> typer.Typer:

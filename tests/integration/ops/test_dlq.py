@@ -107,3 +107,13 @@ def test_retry_after_a_shard_count_change_requeues_into_the_keys_shard_now(db: D
     res = cli("dlq", "retry", str(dl.id), "--shards", "3", url=db.url)
     assert res.exit_code == 0, res.output
     assert db.row(ev.id).shard == want
+
+
+def test_the_largest_bigint_id_is_looked_up_not_a_database_error(db: Db, cli: Cli) -> None:
+    top = str(2**63 - 1)  # the CLI's upper bound: one more is a usage error (tests/unit/ops/test_cli_bad_input.py)
+    res = cli("dlq", "show", top, url=db.url)
+    assert res.exit_code == 1 and f"dead letter {top} not found" in res.stdout, res.output
+    res = cli("dlq", "discard", top, url=db.url)
+    assert res.exit_code == 1 and "not found" in res.stdout, res.output
+    res = cli("dlq", "list", "--limit", "100000", url=db.url)
+    assert res.exit_code == 0, res.output

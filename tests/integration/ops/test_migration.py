@@ -50,3 +50,13 @@ def test_offline_sql_contains_the_settings() -> None:
     with contextlib.redirect_stdout(buf):
         command.upgrade(cfg, "0001:ops_0002", sql=True)
     assert "autovacuum_vacuum_scale_factor = 0.01" in buf.getvalue()
+
+
+def test_current_on_an_unmigrated_schema_says_what_to_run(fresh_db: str) -> None:
+    from typer.testing import CliRunner
+
+    from relay.cli import app
+
+    res = CliRunner().invoke(app, ["migrate", "current", "--database-url", fresh_db, "--schema", "never_migrated"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == "(none: run `outbox migrate upgrade`)"

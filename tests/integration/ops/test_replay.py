@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -130,7 +129,6 @@ def test_unreachable_database_exits_2_without_leaking_the_password(cli: Cli) -> 
     assert res.exit_code == 2
     assert "Hunter2Secret" not in res.output
     assert "error:" in res.output
-    _ = json  # keep import used if assertions change
 
 
 def test_replay_requeues_into_each_keys_shard_under_the_count_in_use_now(db: Db, cli: Cli) -> None:
@@ -143,3 +141,24 @@ def test_replay_requeues_into_each_keys_shard_under_the_count_in_use_now(db: Db,
         key = None if e.key is None else bytes(e.key)
         assert db.row(e.id).shard == outbox.shard_for(topic, key, e.event_id, 3), e
     assert {db.row(e.id).shard for e in evs} <= {0, 1, 2}
+
+
+def test_unknown_event_ids_are_named_and_exit_1_while_the_known_ones_are_replayed(db: Db, cli: Cli) -> None:
+    topic = f"t-{uid()}"
+    (ev,) = db.write(topic, ["k"])
+    db.publish([ev.id])
+    missing = "01937c1e-0000-7000-8000-00000000dead"
+
+    res = cli("replay", "--event-id", missing, url=db.url)
+    assert res.exit_code == 1, res.output
+    assert f"event id {missing} not found (never written, or pruned)" in res.stdout
+    assert _audits(db) == [], "nothing replayed, nothing audited"
+
+    dry = cli("replay", "--event-id", missing, "--event-id", str(ev.event_id), "--dry-run", url=db.url)
+    assert dry.exit_code == 1 and missing in dry.stdout and "replayable (published) rows: 1" in dry.stdout
+    assert db.row(ev.id).published_at is not None
+
+    res = cli("replay", "--event-id", str(ev.event_id), "--event-id", missing, url=db.url)
+    assert res.exit_code == 1 and "re-queued 1 events" in res.stdout and missing in res.stdout, res.output
+    assert res.stdout.count("not found") == 1, "only the missing id is named"
+    assert db.row(ev.id).published_at is None, "the known id is replayed all the same"

@@ -179,3 +179,16 @@ def test_operator_runs_replay_dlq_and_prune_and_cannot_write_events(roles: Roles
                 " VALUES (gen_random_uuid(), 't', 0, '', 'x', 't', 's', now())")
     _denied(op, "UPDATE outbox.event SET payload = 'x'")
     _denied(op, "DELETE FROM outbox.inbox")
+
+
+def test_an_ops_command_without_its_grant_says_to_apply_the_roles_sql(roles: Roles) -> None:
+    from relay.cli import app
+
+    url = roles.url(Role.APP)  # the writers' role: no SELECT on dead_letter, no SELECT of event's state columns
+    for cmd in (["dlq", "list"], ["replay", "--topic", "orders"]):
+        res = CliRunner().invoke(app, [*cmd, "--database-url", url])
+        assert res.exit_code == 2, res.output  # as for any database error (docs/operations.md)
+        first = res.output.splitlines()[0]
+        assert first.startswith("error: the database role lacks a grant this command needs (permission denied"), first
+        assert "apply `outbox roles sql`" in first and "outbox_operator" in first and "docs/security.md" in first
+        assert "caused by InsufficientPrivilege" in res.output, "the database's own words stay in the chain"
