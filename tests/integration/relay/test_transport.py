@@ -2,7 +2,7 @@
 
 A killed owner leaves its transaction open; the next owner's first InitProducerId makes the coordinator abort it
 and is answered CONCURRENT_TRANSACTIONS, which librdkafka retries only after a fixed 500 ms. ``init()`` replaces
-the producer after a short deadline instead (relay/kafka.py). The checks do not time anything: they pin that the
+the producer after a short deadline instead (relay/kafka/transport.py). The checks do not time anything: they pin that the
 quick replacement happened, that the old owner is fenced, and that only the new owner's record is committed.
 """
 

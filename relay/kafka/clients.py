@@ -1,0 +1,80 @@
+"""librdkafka settings and error translation, shared by every client of the relay (see relay/kafka/__init__.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
+from relay.config import RelaySettings
+
+log = logging.getLogger("relay.kafka")
+# librdkafka's own lines: a child logger, kept at WARNING by relay.logs unless debugging (ours stay at INFO).
+_client_log = logging.getLogger("relay.kafka.client")
+
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+_PERMANENT = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+})
+# init(): deadlines of the quick attempts before one with the full timeout (see KafkaTransport.init).
+_QUICK_INIT_S = (0.15, 0.2, 0.25, 0.3)
+# Records failed only because their transaction was aborted or purged: a consequence, never a cause.
+_CONSEQUENCE = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def translate(err: KafkaError, doing: str) -> PublishError:
+    """Map one librdkafka error to the tree (the caller raises it ``from`` the original exception)."""
+    code = err.code()
+    text = f"{doing}: {err.name()}: {err.str()}"
+    if code in _FENCED:
+        return FencedError(f"fenced while {text}")
+    if code in _PERMANENT:
+        return PermanentPublishError(text)
+    if err.fatal():
+        # Fatal producer errors cannot be cleared on this instance; the worker drops it and re-initialises,
+        # which re-runs recovery, like a fencing.
+        return FencedError(f"fatal producer error while {text}")
+    return KafkaUnavailableError(text)
+
+
+def _call(doing: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except KafkaException as exc:
+        raise translate(exc.args[0], doing) from exc
+
+
+def producer_config(settings: RelaySettings, shard: int) -> dict[str, Any]:
+    """The producer settings of DESIGN §4 (tuned in bench/relay.py); passthrough keys override tuning ones."""
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        # Same partitions as Java clients for the same key (librdkafka's default hash differs).
+        "partitioner": "murmur2_random",
+        "compression.type": settings.compression.value,
+        "linger.ms": settings.linger_ms,
+        "transaction.timeout.ms": settings.transaction_timeout_ms,
+        # A record not delivered within the transaction's life fails it (and the batch is retried).
+        "message.timeout.ms": settings.transaction_timeout_ms,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": max(100000, settings.batch_size * 4),
+        "log_level": 4,
+    }
+    cfg.update(settings.kafka_extra)
+    cfg.update({"transactional.id": settings.transactional_id(shard), "enable.idempotence": True, "acks": "all"})
+    return cfg
+
+
+def client_config(settings: RelaySettings) -> dict[str, Any]:
+    """Settings for admin/consumer clients: bootstrap plus the passthrough (TLS/SASL), minus producer tuning."""
+    producer_only = {"linger.ms", "compression.type", "batch.num.messages", "queue.buffering.max.messages",
+                     "partitioner", "message.timeout.ms", "transaction.timeout.ms", "batch.size",
+                     "message.max.bytes", "queue.buffering.max.kbytes", "retries", "retry.backoff.ms"}
+    cfg: dict[str, Any] = {k: v for k, v in settings.kafka_extra.items() if k not in producer_only}
+    cfg["bootstrap.servers"] = settings.bootstrap_servers
+    cfg.setdefault("log_level", 3)
+    return cfg
