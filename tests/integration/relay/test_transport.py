@@ -2,8 +2,9 @@
 
 A killed owner leaves its transaction open; the next owner's first InitProducerId makes the coordinator abort it
 and is answered CONCURRENT_TRANSACTIONS, which librdkafka retries only after a fixed 500 ms. ``init()`` replaces
-the producer after a short deadline instead (relay/kafka/transport.py). The checks do not time anything: they pin that the
-quick replacement happened, that the old owner is fenced, and that only the new owner's record is committed.
+the producer after a short deadline instead (relay/kafka/transport.py). The checks do not time anything: they pin
+that the quick replacement happened, that the old owner is fenced, and that only the new owner's record is
+committed.
 """
 
 from __future__ import annotations
