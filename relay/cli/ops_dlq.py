@@ -15,22 +15,8 @@ from rich.table import Table
 
 from outbox.config import DEFAULT_SHARDS
 from outbox.store import ops as store
-from relay.cli.ops import (
-    BIGINT_MAX,
-    EXIT_CHECK_FAILED,
-    SHARDS_DEFAULT,
-    Actor,
-    DbUrl,
-    Schema,
-    Shards,
-    actor_name,
-    key_text,
-    make_engine,
-    out,
-    print_json,
-    run_guard,
-    shard_count,
-)
+from relay.cli.ops import EXIT_CHECK_FAILED, actor_name, key_text, make_engine, out, print_json, run_guard
+from relay.cli.ops_args import BIGINT_MAX, SHARDS_DEFAULT, Actor, DbUrl, Schema, Shards, shard_count
 
 # A larger --limit is a typo, not a listing anyone reads; unchecked, a huge one fails in Postgres (bigint LIMIT).
 MAX_LIMIT = 100_000
