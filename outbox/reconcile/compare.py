@@ -276,6 +276,9 @@ class _Run:
         findings += [Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}", id_attr="id")
                      for x in _one(self.results, ("relay_dead", None))]
         all_topics = list(ob.states)
+        if events == 0 and not findings:  # "proven, 0 events" is true, and says nothing: make sure it is read so
+            self.notes.append("the window holds no published outbox events, so nothing was compared: check "
+                              "--from-id/--to-id or --since/--until if you expected some")
         return Report(
             generated_at=datetime.now(UTC), producer_database=self.producer.url.render_as_string(hide_password=True),
             window=win, algorithm=o.algorithm, bucket_bits=o.bucket_bits, events=events, groups=reports,

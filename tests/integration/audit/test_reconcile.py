@@ -43,6 +43,15 @@ def test_a_clean_run_is_proven(scenario: Scenario) -> None:
     assert scenario.reconcile(bucket_bits=4, sub_bits=2).verdict is Verdict.PROVEN
 
 
+def test_a_window_without_events_is_proven_with_a_note_saying_nothing_was_compared(scenario: Scenario) -> None:
+    with scenario.producer.connect() as c:
+        newest = c.execute(sa.select(sa.func.max(event.c.id))).scalar_one()
+    empty = scenario.reconcile(from_id=newest + 1000)
+    assert empty.verdict is Verdict.PROVEN and empty.events == 0
+    assert any("nothing was compared" in n for n in empty.notes), empty.notes
+    assert not any("nothing was compared" in n for n in scenario.reconcile().notes)
+
+
 def test_a_deleted_inbox_row_is_missing(scenario: Scenario) -> None:
     with scenario.consumer.begin() as c:
         victim = c.execute(sa.delete(inbox).where(inbox.c.id == sa.select(sa.func.min(inbox.c.id) + 17)
