@@ -32,6 +32,8 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from outbox.errors import ConfigError
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
 _ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance", "inbox",
@@ -80,6 +82,12 @@ def roles_sql(schema: str = "outbox", prefix: str = "outbox", roles: tuple[Role,
     for what, value in (("schema", schema), ("prefix", prefix)):
         if not _IDENT.match(value):
             raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
+    # Postgres truncates a longer role name to 63 characters silently: two truncated names could be one role.
+    longest = max(roles, key=lambda r: len(role_name(r, "")), default=None)
+    room = 63 - len(role_name(longest, "")) if longest is not None else 63
+    if len(prefix) > room:
+        raise ConfigError(f"prefix is {len(prefix)} characters long: at most {room}, since role names such as "
+                          f"{role_name(longest, '<prefix>') if longest else ''} must fit in Postgres' 63 characters")
     s = f'"{schema}"'
     out = [f"-- kafka-outbox least-privilege roles for schema {schema} (idempotent; re-run after upgrades)",
            "BEGIN;"]

@@ -31,7 +31,6 @@ from outbox.store.roles import Role, role_name, roles_sql
 from relay import dburl
 from relay.cli.ops_args import (
     BIGINT_MAX,
-    MAX_IDENT,
     SHARDS_DEFAULT,
     URL_NAME,
     Actor,
@@ -277,16 +276,12 @@ def roles_sql_cmd(
     roles = tuple(role) if role else tuple(Role)
     try:
         check_schema(schema)
-        # roles_sql() accepts any identifier as the prefix, but Postgres would truncate a role name longer than
-        # 63 characters, silently, and two truncated names could even be the same role.
-        longest = max(roles, key=lambda r: len(role_name(r, "")))
-        room = MAX_IDENT - len(role_name(longest, ""))
-        if len(prefix) > room:
-            raise ConfigError(f"--prefix is {len(prefix)} characters long: at most {room}, since role names such "
-                              f"as {role_name(longest, '<prefix>')} must fit in Postgres' {MAX_IDENT} characters")
-        out.print(roles_sql(schema, prefix, roles), markup=False, end="")
-    except ValueError as exc:  # ConfigError is one, and roles_sql() raises ValueError for a bad identifier
+        sql = roles_sql(schema, prefix, roles)
+    except ConfigError as exc:  # roles_sql() checks the prefix's length: name the flag
+        raise fail(EXIT_CONFIG, ConfigError(str(exc).replace("prefix is", "--prefix is", 1))) from exc
+    except ValueError as exc:  # roles_sql() raises ValueError for a bad identifier
         raise fail(EXIT_CONFIG, exc) from exc
+    out.print(sql, markup=False, end="")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
+from outbox.errors import ConfigError
 from outbox.store.roles import Role, roles_sql
 from relay.cli import app
 from relay.cli.ops import make_engine, parse_duration, parse_time, sqlalchemy_url
@@ -79,3 +80,12 @@ def test_roles_sql_output_and_validation() -> None:
         roles_sql(schema='x"; DROP TABLE y; --')
     res = CliRunner().invoke(app, ["roles", "sql", "--prefix", "a b"])
     assert res.exit_code == 3
+
+
+def test_roles_sql_refuses_a_prefix_postgres_would_truncate() -> None:
+    # The library call, not only the CLI: "outbox_" + 55 chars + "_consumer" would pass 63 and be cut silently.
+    longest = max(len(r.value) for r in Role) + 1
+    roles_sql(prefix="p" * (63 - longest))
+    with pytest.raises(ConfigError, match=f"at most {63 - longest}"):
+        roles_sql(prefix="p" * (64 - longest))
+    roles_sql(prefix="p" * (63 - len("_app")), roles=(Role.APP,))  # only the roles asked for count
