@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from outbox.config import settings
 from outbox.errors import OutboxError, ReconcileError
 from outbox.reconcile import checkpoint, signing
-from outbox.reconcile.drill import Digests, Scope, Tally, drill_bucket
-from outbox.reconcile.model import Finding, GroupReport, Kind, Report
+from outbox.reconcile.drill import Digests, Scope, Tally, drill_tally
+from outbox.reconcile.model import Finding, GroupReport, Kind, Report, stuck_detail
 from outbox.reconcile.replays import Replays, bucket_fixes, fold_copies
 from outbox.reconcile.scope import ConsumerDatabase, Groups, Options, chunks, discover_groups, resolve_window
 from outbox.store import audit as store
@@ -224,7 +224,7 @@ class _Run:
                       o.bucket_bits, o.sub_bits, o.algorithm, self.win.cutoff, self.win.stuck_before, ranges,
                       self.replays.covering, self._fixes(g))
         # Buckets are drilled in parallel, each into its own tally, merged in bucket order (deterministic names).
-        futs = [pool.submit(_drill, scope, b, expected.get(b, (0, 0)), acks.get(b, (0, 0)), o.cap) for b in differ]
+        futs = [pool.submit(drill_tally, scope, b, expected.get(b, (0, 0)), acks.get(b, (0, 0)), o.cap) for b in differ]
         for f in futs:
             tally.merge(f.result())
             self.progress.advance()
@@ -236,7 +236,7 @@ class _Run:
         fold_copies(tally, r[("copies", g)][0])
         for x in _one(r, ("stuck", None)):
             if x.topic in ts:
-                tally.add(Kind.STUCK, Finding.of(Kind.STUCK, x, _stuck_detail(x, self.win.now), id_attr="id"), n=0)
+                tally.add(Kind.STUCK, Finding.of(Kind.STUCK, x, stuck_detail(x, self.win.now), id_attr="id"), n=0)
         for x in _one(r, ("relay_dead", None)):
             if x.topic in ts:
                 tally.add(Kind.DEAD_LETTERED, Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}",
@@ -271,7 +271,7 @@ class _Run:
         for i in range(1, o.bins + 1):
             c_sum, p_sum = c_sum + ob.created[i], p_sum + ob.published[i]
             backlog.append((datetime.fromtimestamp(self.t0 + i * width, UTC).isoformat(), c_sum, p_sum))
-        findings = [Finding.of(Kind.STUCK, x, _stuck_detail(x, win.now), id_attr="id")
+        findings = [Finding.of(Kind.STUCK, x, stuck_detail(x, win.now), id_attr="id")
                     for x in _one(self.results, ("stuck", None))]
         findings += [Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}", id_attr="id")
                      for x in _one(self.results, ("relay_dead", None))]
@@ -290,18 +290,6 @@ class _Run:
         )
 
 
-def _drill(scope: Scope, bucket: int, expected: tuple[int, int], acked: tuple[int, int], cap: int) -> Tally:
-    t = Tally(cap=cap)
-    drill_bucket(scope, bucket, expected, acked, t)
-    return t
-
-
 def _one(results: Results, tag: tuple[str, str | None]) -> list[Any]:
     got = results.get(tag)
     return list(got[0]) if got else []
-
-
-def _stuck_detail(r: Any, now: datetime) -> str:
-    age = (now - r.created_at).total_seconds()
-    err = f"; last error: {r.last_error}" if r.last_error else ""
-    return f"unpublished for {age:,.0f}s after {r.attempts} attempt(s){err}"

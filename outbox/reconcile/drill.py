@@ -193,3 +193,10 @@ def _all_missing(s: Scope, pc: sa.Connection, span: tuple[int, int], n: int, tal
     for r in rows:
         tally.add(Kind.MISSING, Finding.of(Kind.MISSING, r, "published, never acknowledged", id_attr="id"), n=0)
     tally.counts[Kind.MISSING] += n
+
+
+def drill_tally(scope: Scope, bucket: int, expected: tuple[int, int], acked: tuple[int, int], cap: int) -> Tally:
+    """One differing bucket drilled into a fresh tally (run on the reconciler's thread pool)."""
+    t = Tally(cap=cap)
+    drill_bucket(scope, bucket, expected, acked, t)
+    return t

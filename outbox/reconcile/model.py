@@ -216,3 +216,10 @@ def verdict_line(d: dict[str, Any]) -> str:
             if t["dead_lettered"] + t["relay_dead_lettered"] else ""
         return f"verdict: zero loss proven — {head}{replayed}{tail}"
     return f"verdict: DISCREPANCIES — {head}, {t['stuck']} stuck, {t['unexpected']} unexpected{replayed}"
+
+
+def stuck_detail(r: Any, now: datetime) -> str:
+    """The detail of a stuck finding: how long unpublished, how many attempts, the last error."""
+    age = (now - r.created_at).total_seconds()
+    err = f"; last error: {r.last_error}" if r.last_error else ""
+    return f"unpublished for {age:,.0f}s after {r.attempts} attempt(s){err}"
