@@ -37,7 +37,11 @@ from outbox.errors import ConfigError
 if TYPE_CHECKING:
     from outbox.registry import SchemaRegistry
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MAX_IDENT = 63
+"""Postgres keeps this many characters of an identifier (NAMEDATALEN - 1) and silently cuts the rest."""
+IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""A plain SQL identifier (schema and role names): never needs quoting."""
+_IDENT = re.compile(IDENT_PATTERN)
 MAX_SHARDS = 1024
 
 
@@ -74,7 +78,7 @@ class Settings:
 
 
 def _check_schema(var: str, value: object) -> None:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.match(value) or len(value) > MAX_IDENT:
         raise ConfigError(
             f"{var} must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 chars), got {value!r}"
         )

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Self
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from outbox.config import DEFAULT_SHARDS
+from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT
 from outbox.errors import ConfigError
 from relay import dburl
 
@@ -57,8 +57,9 @@ def _bootstrap(value: str) -> str:
 def _schema_name(value: str) -> str:
     # Postgres silently truncates longer identifiers: the relay would then look for a schema that
     # `outbox migrate upgrade` (which refuses the name) never creates, and call it "behind".
-    if len(value) > 63:
-        raise ValueError(f"must be at most 63 characters (Postgres' identifier limit), this one has {len(value)}")
+    if len(value) > MAX_IDENT:
+        raise ValueError(f"must be at most {MAX_IDENT} characters (Postgres' identifier limit), "
+                         f"this one has {len(value)}")
     return value
 
 
@@ -74,7 +75,7 @@ def _topic_name(value: str) -> str:
     return value
 
 
-SchemaName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"), AfterValidator(_schema_name)]
+SchemaName = Annotated[str, Field(pattern=IDENT_PATTERN), AfterValidator(_schema_name)]
 
 
 class KillPoint(Enum):

@@ -32,9 +32,10 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from outbox.config import IDENT_PATTERN, MAX_IDENT
 from outbox.errors import ConfigError
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_IDENT = re.compile(IDENT_PATTERN)
 _STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
 _ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance", "inbox",
                "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit", "alembic_version")
@@ -80,14 +81,15 @@ def _grants(role: Role) -> list[str]:
 def roles_sql(schema: str = "outbox", prefix: str = "outbox", roles: tuple[Role, ...] = tuple(Role)) -> str:
     """The DDL creating ``roles`` (default: all) with their grants on ``schema``; idempotent."""
     for what, value in (("schema", schema), ("prefix", prefix)):
-        if not _IDENT.match(value):
+        if not _IDENT.match(value) or len(value) > MAX_IDENT:
             raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
-    # Postgres truncates a longer role name to 63 characters silently: two truncated names could be one role.
+    # Postgres truncates a longer role name silently: two truncated names could be one role.
     longest = max(roles, key=lambda r: len(role_name(r, "")), default=None)
-    room = 63 - len(role_name(longest, "")) if longest is not None else 63
+    room = MAX_IDENT - len(role_name(longest, "")) if longest is not None else MAX_IDENT
     if len(prefix) > room:
+        example = role_name(longest, "<prefix>") if longest else ""
         raise ConfigError(f"prefix is {len(prefix)} characters long: at most {room}, since role names such as "
-                          f"{role_name(longest, '<prefix>') if longest else ''} must fit in Postgres' 63 characters")
+                          f"{example} must fit in Postgres' {MAX_IDENT} characters")
     s = f'"{schema}"'
     out = [f"-- kafka-outbox least-privilege roles for schema {schema} (idempotent; re-run after upgrades)",
            "BEGIN;"]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from outbox.config import DEFAULT_SHARDS, MAX_SHARDS
+from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT, MAX_SHARDS
 from outbox.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -20,9 +20,8 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A century is beyond any retention, and keeps ``now - duration`` inside what datetime can represent.
 MAX_DURATION = timedelta(days=36500)
 BIGINT_MAX = 2**63 - 1  # row and dead-letter ids are bigint: a larger id would only fail in the database
-MAX_IDENT = 63  # Postgres truncates longer identifiers (NAMEDATALEN - 1), so two role names could collide
 URL_NAME = "OUTBOX_DATABASE_URL (--database-url)"
-_SCHEMA = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCHEMA = re.compile(IDENT_PATTERN)
 
 DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
                                     help="PostgreSQL URL of the outbox database (TLS: add ?sslmode=verify-full"
