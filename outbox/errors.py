@@ -17,9 +17,11 @@ when it is raised and what to do about it.
     │   └── AttributeValueError       CloudEvents attributes: type, source, subject, id, time
     ├── SessionStateError             enqueue on a closed, committed or inactive session/connection
     ├── ConfigError                   a bad configuration value (names the variable)
+    │   └── TimeParseError            a time or duration a user typed is malformed or out of range
     ├── StoreError                    the database failed; the cause is chained
     │   ├── DatabaseUnavailableError  could not connect / connection lost (transient)
-    │   └── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
+    │   ├── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
+    │   └── PermissionDeniedError     the database role lacks a grant (apply `outbox roles sql`; no migration helps)
     ├── PublishError                  Kafka failed; the cause is chained
     │   ├── KafkaUnavailableError     broker unreachable / timed out (transient)
     │   ├── FencedError               a newer owner of the shard fenced this producer (zombie)
@@ -77,6 +79,10 @@ class ConfigError(OutboxError, ValueError):
     """A configuration value is invalid; the message names the variable and the accepted values."""
 
 
+class TimeParseError(ConfigError):
+    """A time or duration is malformed or out of range; the message quotes it and says what is accepted."""
+
+
 class StoreError(OutboxError):
     """The database operation failed; see the chained cause."""
 
@@ -87,6 +93,20 @@ class DatabaseUnavailableError(StoreError):
 
 class SchemaBehindError(StoreError):
     """The database schema is older than this code; run `outbox migrate upgrade`."""
+
+
+class PermissionDeniedError(StoreError):
+    """The database role lacks a grant; apply the grants printed by `outbox roles sql` (a migration adds none).
+
+    Raised for SQLSTATE 42501 (insufficient_privilege). Apply ``outbox roles sql`` as the schema owner and grant
+    the role that does this work (``outbox_app``, ``outbox_relay``, ... by default) to the login; apply it again
+    after each ``outbox migrate upgrade``, because grants made earlier do not cover the tables an upgrade adds.
+    ``denied`` holds Postgres's own words, e.g. "permission denied for table event".
+    """
+
+    def __init__(self, message: str | None = None, *, denied: str = "permission denied") -> None:
+        super().__init__(message)
+        self.denied = denied
 
 
 class PublishError(OutboxError):

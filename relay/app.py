@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from outbox.errors import ConfigError, OutboxError, SchemaBehindError
 from outbox.store.relay import RelayStore
 from relay import logs, startup
+from relay.causes import cause_lines
 from relay.config import RelaySettings
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -32,14 +33,10 @@ def fail(code: int, what: str, exc: BaseException, prog: str = "outbox relay", d
     """Print the error with its cause chain (one line each), and ``detail`` if any, on stderr; return ``code``.
 
     Redacted like the logs: a driver's words may quote a setting's value (a URL, a librdkafka setting)."""
-    lines = [f"{prog}: {what}: {exc}"]
-    cause = exc.__cause__
-    while cause is not None:
-        lines.append(f"  caused by {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause) else ''}")
-        cause = cause.__cause__
+    lines = [logs.redact_text(f"{prog}: {what}: {exc}"), *cause_lines(exc)]
     if detail:
-        lines.append(f"  {detail}")
-    print("\n".join(logs.redact_text(line) for line in lines), file=sys.stderr, flush=True)
+        lines.append(logs.redact_text(f"  {detail}"))
+    print("\n".join(lines), file=sys.stderr, flush=True)
     return code
 
 

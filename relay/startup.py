@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migrations import VERSION_TABLE, alembic_config
-from outbox.errors import ConfigError, DatabaseUnavailableError, SchemaBehindError, StoreError
+from outbox.errors import ConfigError, DatabaseUnavailableError, PermissionDeniedError, SchemaBehindError
+from outbox.store import translate_errors
 from outbox.store.relay import RelayStore
 from outbox.store.roles import Role, role_name
 from relay.config import KAFKA_ENV_PREFIX, RelaySettings
@@ -36,23 +37,22 @@ def check_database(engine: sa.Engine) -> None:
 
 
 def check_schema(engine: sa.Engine, schema: str) -> None:
-    """Refuse to run on a schema behind this code: every migration head must be applied."""
+    """Refuse to run on a schema behind this code: every migration head must be applied (SchemaBehindError).
+    A role that may not read the version is a ConfigError: no migration fixes that."""
     script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(False)))
     heads = set(script.get_heads())
     try:
-        with engine.connect() as c:
+        with translate_errors("reading the schema version"), engine.connect() as c:
             ctx = MigrationContext.configure(c, opts={"version_table": VERSION_TABLE,
                                                       "version_table_schema": schema})
             current = set(ctx.get_current_heads())
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege: no migration fixes that
-            raise ConfigError(
-                f"the relay's database role may not read the schema version ({_first_line(exc.orig)}): apply "
-                f"`outbox roles sql` as the schema owner and grant the relay role ({role_name(Role.RELAY)} by "
-                f"default) to this login (again after each `outbox migrate upgrade`; docs/security.md, "
-                f"\"Least privilege\")"
-            ) from exc
-        raise DatabaseUnavailableError(f"could not read the schema version: {exc.orig}") from exc
+    except PermissionDeniedError as exc:
+        raise ConfigError(
+            f"the relay's database role may not read the schema version ({exc.denied}): apply "
+            f"`outbox roles sql` as the schema owner and grant the relay role ({role_name(Role.RELAY)} by "
+            f"default) to this login (again after each `outbox migrate upgrade`; docs/security.md, "
+            f"\"Least privilege\")"
+        ) from exc
     if heads <= current:
         return
     unknown = {r for r in current if not _known(script, r)}
@@ -71,12 +71,9 @@ def check_privileges(store: RelayStore) -> None:
     would retry a permission error forever instead of saying what to do."""
     try:
         store.probe_claim()
-    except StoreError as exc:
-        orig = getattr(exc.__cause__, "orig", None)
-        if getattr(orig, "sqlstate", None) != "42501":  # insufficient_privilege
-            raise
+    except PermissionDeniedError as exc:
         raise ConfigError(
-            f"the relay's database role may not read what it claims from ({orig}): apply `outbox roles sql` "
+            f"the relay's database role may not read what it claims from ({exc.denied}): apply `outbox roles sql` "
             f"again after `outbox migrate upgrade` (docs/operations.md, \"Least-privilege roles\")"
         ) from exc
 
@@ -187,10 +184,6 @@ def checkpoint_topic_refused(settings: RelaySettings, kind: str, said: str) -> C
     return ConfigError(f"{named}, OUTBOX_RELAY_CHECKPOINT_REPLICATION={rf}: the broker refused to create the "
                        f"checkpoint topic ({said}; {shards} partitions, cleanup.policy=compact): change them to fit "
                        "its topic policy, or create the topic yourself")
-
-
-def _first_line(exc: BaseException | None) -> str:
-    return (str(exc).strip().splitlines() or ["permission denied"])[0]
 
 
 def _known(script: ScriptDirectory, rev: str) -> bool:

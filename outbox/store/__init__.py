@@ -17,18 +17,29 @@ from contextlib import contextmanager
 
 import sqlalchemy.exc as sa_exc
 
-from outbox.errors import DatabaseUnavailableError, SchemaBehindError, StoreError
+from outbox.errors import DatabaseUnavailableError, PermissionDeniedError, SchemaBehindError, StoreError
+
+_INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE
 
 
 @contextmanager
 def translate_errors(doing: str) -> Iterator[None]:
-    """Re-raise SQLAlchemy/psycopg errors as the library's tree, keeping the cause chained."""
+    """Re-raise SQLAlchemy/psycopg errors as the library's tree, keeping the cause chained.
+
+    ``doing`` completes "while ...": what was being done, in the words the user should read."""
     try:
         yield
     except sa_exc.OperationalError as exc:
         raise DatabaseUnavailableError(f"database unavailable while {doing}: {exc.orig}") from exc
     except sa_exc.ProgrammingError as exc:
         msg = str(exc.orig)
+        # Decided here, once, by SQLSTATE: a missing grant also reads "permission denied for table ...", and it
+        # must not pass for a schema that is behind, since no migration adds a grant.
+        if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+            denied = (msg.strip().splitlines() or ["permission denied"])[0]
+            raise PermissionDeniedError(
+                f"the database role lacks a privilege needed while {doing} ({denied}); apply the grants printed "
+                "by `outbox roles sql` (a migration adds none)", denied=denied) from exc
         if "does not exist" in msg and ("relation" in msg or "column" in msg or "schema" in msg):
             raise SchemaBehindError(
                 f"the outbox schema is missing or behind while {doing} ({msg.strip()}); "

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from outbox.errors import ConfigError, OutboxError, ReconcileError
 from outbox.reconcile import config as cfg
 from relay import dburl
+from relay.causes import cause_lines
 
 EXIT_OK, EXIT_FOUND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
 
@@ -44,13 +45,11 @@ class Digest(Enum):
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:
-    """Print the error and its cause chain to stderr; return the Exit to raise."""
+    """Print the error and its cause chain (one line each) to stderr; return the Exit to raise."""
     err = Console(stderr=True, highlight=False)
     err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
-    cause = exc.__cause__
-    while cause is not None:
-        err.print(f"  caused by {type(cause).__name__}: {escape(str(cause))}")
-        cause = cause.__cause__
+    for line in cause_lines(exc):
+        err.print(escape(line))
     return typer.Exit(code)
 
 

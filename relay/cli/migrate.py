@@ -25,6 +25,7 @@ from migrations import VERSION_TABLE, alembic_config
 from outbox.config import Settings
 from outbox.errors import ConfigError
 from relay import dburl
+from relay.causes import cause_lines
 from relay.logs import redact_text
 
 EXIT_OK, EXIT_BEHIND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
@@ -95,11 +96,7 @@ def _fail(exc: BaseException, code: int = EXIT_COULD_NOT_RUN) -> typer.Exit:
         lines = [f"error: database unreachable: {_first_line(orig)}"]
     else:
         lines = [f"error: {type(exc).__name__}: {_first_line(exc)}"]
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        lines.append(f"  caused by {type(cause).__name__}: {_first_line(cause)}")
-        cause = cause.__cause__
-    typer.echo("\n".join(lines), err=True)
+    typer.echo("\n".join([*lines, *cause_lines(exc, implicit=True)]), err=True)
     return typer.Exit(code)
 
 

@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from outbox.errors import ConfigError, OutboxError, StoreError
+from outbox.errors import ConfigError, OutboxError, PermissionDeniedError
 from outbox.schema import translate_map
 from outbox.store import ops as store
 from outbox.store import translate_errors
 from outbox.store.roles import Role, role_name, roles_sql
 from relay import dburl
+from relay.causes import cause_lines
 from relay.cli.ops_args import (
     BIGINT_MAX,
     SHARDS_DEFAULT,
@@ -43,6 +44,7 @@ from relay.cli.ops_args import (
     parse_time,
     shard_count,
 )
+from relay.logs import redact_text
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
 console = Console(stderr=True, highlight=False)
@@ -75,40 +77,17 @@ def make_engine(url: str, schema: str) -> sa.Engine:
 
 def fail(code: int, exc: BaseException) -> typer.Exit:
     """Print the error and its cause chain (one line each) on stderr; return the Exit to raise."""
-    from relay.logs import redact_text
-
-    lines = [f"error: {redact_text(str(exc))}"]
-    cause = exc.__cause__
-    while cause is not None:
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        lines.append(f"  caused by {type(cause).__name__}: {redact_text(first)}")
-        cause = cause.__cause__
+    lines = [f"error: {redact_text(str(exc))}", *cause_lines(exc)]
     print("\n".join(lines), file=sys.stderr, flush=True)
     return typer.Exit(code)
 
 
-def _driver_error(exc: BaseException) -> BaseException | None:
-    """The driver's own error (it carries the SQLSTATE) somewhere in ``exc``'s cause chain, if any."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        orig = getattr(cause, "orig", None)
-        if isinstance(getattr(orig, "sqlstate", None), str):
-            return orig
-        cause = cause.__cause__
-    return None
-
-
-def _with_grant_hint(exc: StoreError) -> StoreError:
-    """For SQLSTATE 42501 (insufficient_privilege): say which grant is missing and how to get it, rather than
-    only the database's words; ``exc`` itself otherwise."""
-    orig = _driver_error(exc)
-    if orig is None or getattr(orig, "sqlstate", None) != "42501":
-        return exc
-    text = (str(orig).strip().splitlines() or ["permission denied"])[0]
-    hinted = StoreError(
-        f"the database role lacks a grant this command needs ({text}): apply `outbox roles sql` as the schema "
+def _with_grant_hint(exc: PermissionDeniedError) -> PermissionDeniedError:
+    """Say which role's grants this command needs and how to get them, ahead of the database's own words."""
+    hinted = PermissionDeniedError(
+        f"the database role lacks a grant this command needs ({exc.denied}): apply `outbox roles sql` as the schema "
         f"owner (again after each `outbox migrate upgrade`) and grant the operator role "
-        f"({role_name(Role.OPERATOR)} by default) to this login; see docs/security.md")
+        f"({role_name(Role.OPERATOR)} by default) to this login; see docs/security.md", denied=exc.denied)
     hinted.__cause__ = exc  # what `raise ... from exc` would set: fail() prints the chain
     return hinted
 
@@ -121,7 +100,7 @@ def run_guard() -> Iterator[None]:
             yield
     except ConfigError as exc:
         raise fail(EXIT_CONFIG, exc) from exc
-    except StoreError as exc:
+    except PermissionDeniedError as exc:
         # A missing grant is still "could not run" (exit 2, like any database error), with what to do about it.
         raise fail(EXIT_COULD_NOT_RUN, _with_grant_hint(exc)) from exc
     except OutboxError as exc:
