@@ -23,16 +23,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from outbox import timeparse
 from outbox.errors import ConfigError
 
 HMAC_KEY_VAR = "OUTBOX_REPORT_HMAC_KEY"
 MIN_KEY_CHARS = 16
 MAX_ID = 2**63 - 1  # outbox ids are Postgres bigint; a larger bound cannot be sent as a query parameter
-MAX_SECONDS = 100 * 365 * 86_400  # 100 years: beyond it "now - grace" leaves the calendar Python can hold
+MAX_SECONDS = int(timeparse.MAX_DURATION.total_seconds())  # 100 years: see outbox.timeparse
 MAX_JOBS = 64  # connections per side; more only queues on Postgres's max_connections
 MAX_CAP = 1_000_000  # named events per kind and group; counts are exact whatever the cap
-_AGO = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 def hmac_key(environ: Mapping[str, str] | None = None) -> bytes | None:
@@ -58,22 +57,13 @@ def seconds(value: float, name: str) -> timedelta:
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
-    """An ISO-8601 time (UTC if naive) or a duration ago: ``90s``, ``15m``, ``2h``, ``7d`` (at most 100 years)."""
+    """An ISO-8601 time (UTC if naive) or a duration ago (:mod:`outbox.timeparse`); an error names ``name``."""
     if value is None:
         return None
-    m = _AGO.match(value.strip())
-    if m:
-        ago = float(m.group(1)) * _UNIT_S[m.group(2)]
-        if ago > MAX_SECONDS:
-            raise ConfigError(f"{name}: a duration ago must be at most {MAX_SECONDS // 86_400}d (100 years), "
-                              f"got {value!r}")
-        return datetime.now(UTC) - timedelta(seconds=ago)
     try:
-        t = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: expected an ISO time (2026-11-01T00:00:00Z) or a duration ago like 2h, "
-                          f"got {value!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+        return timeparse.parse_time(value, datetime.now(UTC))
+    except timeparse.TimeParseError as exc:
+        raise timeparse.TimeParseError(f"{name}: {exc}") from None
 
 
 def check_window(from_id: int | None, to_id: int | None, since: datetime | None, until: datetime | None,

@@ -7,18 +7,15 @@ configuration (OUTBOX_SCHEMA, OUTBOX_SHARDS) raises ``ConfigError`` and exits 3.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
 
+from outbox import timeparse
 from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT, MAX_SHARDS
 from outbox.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# A century is beyond any retention, and keeps ``now - duration`` inside what datetime can represent.
-MAX_DURATION = timedelta(days=36500)
 BIGINT_MAX = 2**63 - 1  # row and dead-letter ids are bigint: a larger id would only fail in the database
 URL_NAME = "OUTBOX_DATABASE_URL (--database-url)"
 _SCHEMA = re.compile(IDENT_PATTERN)
@@ -39,33 +36,23 @@ SHARDS_DEFAULT = str(DEFAULT_SHARDS)
 
 
 def parse_duration(text: str, flag: str | None = None) -> timedelta:
-    """``45s``, ``90m``, ``12h``, ``30d``, ``2w``: more than zero, at most :data:`MAX_DURATION`.
-
-    Errors are usage errors (exit 2) that name ``flag`` when given.
+    """``45s``, ``90m``, ``12h``, ``30d``, ``2w``: more than zero, at most 100 years
+    (:mod:`outbox.timeparse`). Errors are usage errors (exit 2) that name ``flag`` when given.
     """
-    m = _DURATION.match(text)
-    if not m:
-        raise typer.BadParameter(f"{text!r} is not a duration like 45s, 90m, 12h, 30d or 2w", param_hint=flag)
-    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    # Compare as floats first: timedelta() itself overflows (OverflowError) on a huge or infinite count.
-    if seconds > MAX_DURATION.total_seconds():
-        raise typer.BadParameter(f"{text!r} is too long: at most {MAX_DURATION.days}d (100 years)",
-                                 param_hint=flag)
-    d = timedelta(seconds=seconds)
-    if d <= timedelta(0):  # "0d", or a fraction of a microsecond
-        raise typer.BadParameter(f"{text!r} is not longer than zero: give a duration like 30d", param_hint=flag)
-    return d
+    try:
+        return timeparse.parse_duration(text)
+    except timeparse.TimeParseError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from exc
 
 
 def parse_time(text: str | None) -> datetime | None:
-    """ISO 8601; a time without an offset is UTC."""
+    """ISO 8601; a time without an offset is UTC. An error is a usage error (exit 2)."""
     if text is None:
         return None
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not an ISO 8601 time (2026-11-22T10:00:00Z)") from exc
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+        return timeparse.parse_time(text)
+    except timeparse.TimeParseError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def parse_ids(from_id: int | None, to_id: int | None) -> None:
