@@ -21,7 +21,8 @@ from rich.markup import escape
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASES = {"orders": "demo_orders", "billing": "demo_billing", "shipping": "demo_shipping"}
-TOPICS = {"orders": 6, "payments": 3}
+# Multiples and divisors of the 8 shards: each shard writes one partition of each (docs/decisions/016).
+TOPICS = {"orders": 8, "payments": 4}
 con = Console(highlight=False)
 
 

@@ -21,6 +21,7 @@ from uuid_utils.compat import uuid7
 from outbox import config
 from outbox.envelope import RESERVED_NAMES, RESERVED_PREFIXES
 from outbox.errors import AttributeValueError, HeaderError, KeyError_, PayloadError, TopicError
+from outbox.keyhash import kafka_partition
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -31,14 +32,17 @@ HeadersArg = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
 
 
 def shard_for(topic: str, key: bytes | None, event_id: uuid.UUID, shards: int) -> int:
-    """The shard of an event: stable across processes, versions and languages (CRC-32, IEEE).
+    """The shard of an event: stable across processes, versions and languages.
 
-    Keyed events hash ``topic + NUL + key`` so one key always lands on one shard (one publisher, in order).
-    Null-keyed events have no order to keep and spread by their id.
+    A keyed event's shard is the partition Kafka's default partitioner would pick for its key among ``shards``
+    partitions (murmur2, :mod:`outbox.keyhash`): one key always lands on one shard (one publisher, in order), and
+    a shard's keys fall into few partitions of each topic, one when the topic has a multiple of ``shards``
+    partitions. ``topic`` plays no part since 2026-12-01 (it was hashed with the key before: docs/decisions/016).
+    Null-keyed events have no order to keep and spread by their id (CRC-32).
     """
     if key is None:
         return zlib.crc32(event_id.bytes) % shards
-    return zlib.crc32(topic.encode() + b"\x00" + key) % shards
+    return kafka_partition(key, shards)
 
 
 def is_json_content_type(content_type: str) -> bool:

@@ -33,8 +33,22 @@ def test_every_name_exists() -> None:
 
 
 def test_shard_for_is_stable() -> None:
-    """Literal values, fixed forever: writers and relays of any version must agree on a key's shard."""
+    """Literal values, fixed from 2026-12-01 on: writers and relays of any later version must agree on a key's
+    shard (the hash changed once before the first release: docs/decisions/016)."""
     eid = uuid.UUID("01890a5d-ac96-774b-bcce-b302099a8057")
-    assert [outbox.shard_for("orders", k, eid, 8) for k in (b"a", b"order-1", b"")] == [5, 6, 7]
-    assert outbox.shard_for("orders", b"order-1", eid, 1024) == 254
+    assert [outbox.shard_for("orders", k, eid, 8) for k in (b"a", b"order-1", b"")] == [4, 6, 1]
+    assert outbox.shard_for("orders", b"order-1", eid, 1024) == 502
+    assert outbox.shard_for("payments", b"order-1", eid, 8) == 6  # the topic plays no part
     assert outbox.shard_for("orders", None, eid, 8) == 4
+
+
+def test_shard_for_keyed_is_kafkas_partition_among_shards() -> None:
+    """Kafka's own murmur2 test vectors (Java ``UtilsTest``, signed 32-bit), then the partition it implies."""
+    from outbox.keyhash import murmur2
+
+    vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+               "a-little-bit-longer-string": -1486304829, "abc": 479470107,
+               "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971}
+    for text, signed in vectors.items():
+        assert murmur2(text.encode()) == signed & 0xFFFFFFFF, text
+        assert outbox.shard_for("t", text.encode(), uuid.uuid4(), 12) == (signed & 0x7FFFFFFF) % 12
