@@ -12,19 +12,27 @@ settings exactly-once depends on (``transactional.id``, ``enable.idempotence``, 
 from __future__ import annotations
 
 import os
-import re
 import socket
 import uuid
 from contextvars import ContextVar
-from enum import Enum
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT
+from outbox.config import DEFAULT_SHARDS
 from outbox.errors import ConfigError
 from relay import dburl
+from relay.config_values import (
+    BootstrapServers,
+    BrokenMode,
+    Compression,
+    FaultSignal,
+    KillPoint,
+    ReplicationFactor,
+    SchemaName,
+    TopicName,
+)
 
 KAFKA_ENV_PREFIX = "OUTBOX_KAFKA_"
 # Exactly-once rests on these; letting a passthrough change them would silently void the guarantee.
@@ -36,78 +44,6 @@ RELAY_FLAGS = {"db_schema": "--schema"} | {f: "--" + f.replace("_", "-") for f i
     "transactional_id_prefix", "checkpoint_topic", "compression", "linger_ms", "http_port", "drain_deadline_s",
     "max_attempts", "log_level")}
 STATUS_FLAGS = {"database_url": "--database-url", "db_schema": "--schema", "shards": "--shards"}
-
-# host:port, IPv6 in brackets, optionally behind one of the protocol prefixes librdkafka accepts (it refuses
-# others, and silently ends up with no broker at all).
-_BROKER = re.compile(r"(?:(?:PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)://)?"
-                     r"(?:\[[0-9A-Fa-f:.]+(?:%[\w.-]+)?\]|[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?):(\d{1,5})", re.I)
-
-
-def _bootstrap(value: str) -> str:
-    # librdkafka takes ",,," or "host:notaport" without a word and then never connects: a start-up probe that
-    # times out after 15 s saying "unreachable" instead of naming the typo.
-    for entry in value.split(","):
-        m = _BROKER.fullmatch(entry.strip())
-        if m is None or not 0 < int(m.group(1)) <= 65535:
-            raise ValueError(f"expected host:port[,host:port...], and {entry.strip()!r} is not ([v6addr]:port, and "
-                             "a PLAINTEXT://, SSL://, SASL_PLAINTEXT:// or SASL_SSL:// prefix, are accepted)")
-    return value
-
-
-def _schema_name(value: str) -> str:
-    # Postgres silently truncates longer identifiers: the relay would then look for a schema that
-    # `outbox migrate upgrade` (which refuses the name) never creates, and call it "behind".
-    if len(value) > MAX_IDENT:
-        raise ValueError(f"must be at most {MAX_IDENT} characters (Postgres' identifier limit), "
-                         f"this one has {len(value)}")
-    return value
-
-
-def _replication(value: int) -> int:
-    if value == 0:  # the broker would refuse it only at topic creation, which read as "Kafka unreachable"
-        raise ValueError("must be -1 (the broker's default.replication.factor) or at least 1, not 0")
-    return value
-
-
-def _topic_name(value: str) -> str:
-    if value in {".", ".."}:  # the pattern lets them through; the broker refuses them (as "unreachable")
-        raise ValueError("may not be '.' or '..' (Kafka refuses these topic names)")
-    return value
-
-
-SchemaName = Annotated[str, Field(pattern=IDENT_PATTERN), AfterValidator(_schema_name)]
-
-
-class KillPoint(Enum):
-    """TEST ONLY: where the relay SIGKILLs itself (OUTBOX_RELAY_TEST_KILL_AT), to prove recovery."""
-
-    BEFORE_PRODUCE = "before_produce"  # batch claimed, Kafka transaction not begun
-    MID_PRODUCE = "mid_produce"  # half the batch flushed to the broker inside an open transaction
-    AFTER_COMMIT = "after_commit"  # Kafka transaction committed, DB mark not started
-    MID_MARK = "mid_mark"  # DB mark UPDATE executed, its transaction not committed
-
-
-class FaultSignal(Enum):
-    """TEST ONLY: what the fault switch sends to its own process."""
-
-    KILL = "KILL"
-    STOP = "STOP"
-
-
-class BrokenMode(Enum):
-    """TEST ONLY: a deliberately wrong relay (OUTBOX_RELAY_TEST_BROKEN) the fault suite must catch."""
-
-    # Marks rows published before the Kafka commit and skips checkpoint recovery: a crash between the two loses
-    # the batch from Kafka while the table says "published" (and the checker must say "lost").
-    MARK_BEFORE_COMMIT = "mark_before_commit"
-
-
-class Compression(Enum):
-    NONE = "none"
-    LZ4 = "lz4"
-    ZSTD = "zstd"
-    SNAPPY = "snappy"
-    GZIP = "gzip"
 
 
 def _default_instance_id() -> str:
@@ -135,7 +71,7 @@ class RelaySettings(BaseSettings):
     # --- where -------------------------------------------------------------------------------------------
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
     """OUTBOX_DATABASE_URL: SQLAlchemy URL of the outbox database (``postgresql+psycopg://...``). Required."""
-    bootstrap_servers: Annotated[str, AfterValidator(_bootstrap)] = Field(validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap_servers: BootstrapServers = Field(validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     """KAFKA_BOOTSTRAP_SERVERS: comma-separated ``host:port`` list (``[v6addr]:port``, ``SSL://host:port``).
     Required."""
     db_schema: SchemaName = Field("outbox", validation_alias="OUTBOX_SCHEMA")
@@ -161,11 +97,10 @@ class RelaySettings(BaseSettings):
     transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>``. Default ``outbox-relay``.
     Must be the same on every instance (it is the Kafka-side fencing token) and unique per outbox database."""
-    checkpoint_topic: Annotated[str, AfterValidator(_topic_name)] = Field("outbox-relay-checkpoints",
-                                                                         pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    checkpoint_topic: TopicName = Field("outbox-relay-checkpoints", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     """OUTBOX_RELAY_CHECKPOINT_TOPIC: compacted topic holding each shard's last committed batch, created at
     start if missing (one partition per shard). Default ``outbox-relay-checkpoints``."""
-    checkpoint_replication: Annotated[int, AfterValidator(_replication)] = Field(-1, ge=-1, le=32)
+    checkpoint_replication: ReplicationFactor = Field(-1, ge=-1, le=32)
     """OUTBOX_RELAY_CHECKPOINT_REPLICATION: replication factor when creating the checkpoint topic; -1 (default)
     uses the broker's ``default.replication.factor``. 0 is refused."""
     compression: Compression = Compression.LZ4

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from relay.config import FaultSignal, KillPoint
+from relay.config_values import FaultSignal, KillPoint
 
 log = logging.getLogger("relay.faults")
 

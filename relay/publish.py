@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from outbox.errors import FencedError, PermanentPublishError, PublishError
 from outbox.store.relay import Mark, PendingRow
 from relay import checkpoint
-from relay.config import KillPoint
+from relay.config_values import KillPoint
 from relay.faults import Faults
 from relay.ports import Transport
 from relay.records import ordering_key, to_record

@@ -27,7 +27,8 @@ from outbox.errors import (
 )
 from outbox.store.relay import Mark, RelayStore
 from relay import checkpoint, tracing
-from relay.config import BrokenMode, KillPoint, RelaySettings
+from relay.config import RelaySettings
+from relay.config_values import BrokenMode, KillPoint
 from relay.faults import Faults
 from relay.floor import ClaimFloor
 from relay.metrics import Metrics

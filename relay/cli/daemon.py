@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from relay.config import Compression
+from relay.config_values import Compression
 
 
 class Format(Enum):

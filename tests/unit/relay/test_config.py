@@ -6,7 +6,8 @@ import pytest
 
 from outbox.errors import ConfigError
 from relay import checkpoint
-from relay.config import KillPoint, RelaySettings, StatusSettings
+from relay.config import RelaySettings, StatusSettings
+from relay.config_values import KillPoint
 from relay.kafka import client_config, producer_config
 from relay.logs import redact
 
