@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import threading
 import time
 from typing import Any
 
@@ -12,6 +14,10 @@ from outbox.errors import KafkaUnavailableError
 from relay.config import RelaySettings
 from relay.kafka.clients import _CONSEQUENCE, _QUICK_INIT_S, _call, _client_log, log, producer_config, translate
 from relay.ports import Delivery, OutRecord
+
+# Topics whose partition count this process has already compared with the shard count (one line per topic).
+_ADVISED: set[str] = set()
+_ADVISED_LOCK = threading.Lock()
 
 
 class KafkaTransport:
@@ -24,6 +30,9 @@ class KafkaTransport:
         self._config = producer_config(settings, shard)
         self._producer = Producer(self._config, logger=_client_log)
         self._raw: list[tuple[int, KafkaError | None, int, int]] = []
+        self._shards = settings.shards
+        self._topics: set[str] = set()  # topics this producer has sent to (see _advise_partitions)
+        self._new_topics: list[str] = []
         self.init_attempts = 0  # producers asked for a producer id by the last init() (read by tests)
 
     def _on_delivery(self, ref: int, err: KafkaError | None, msg: Any) -> None:
@@ -62,6 +71,9 @@ class KafkaTransport:
         _call(f"beginning a transaction ({self._tid})", self._producer.begin_transaction)
 
     def send(self, record: OutRecord) -> None:
+        if record.topic not in self._topics:
+            self._topics.add(record.topic)
+            self._new_topics.append(record.topic)
         cb = functools.partial(self._on_delivery, record.ref)
         while True:
             try:
@@ -89,10 +101,37 @@ class KafkaTransport:
         if left:
             raise KafkaUnavailableError(f"{left} records not acknowledged within {self._timeout:.0f}s ({self._tid})")
         raw, self._raw = self._raw, []
+        if self._new_topics:
+            self._advise_partitions()
         return [Delivery(ref, p, o) if err is None else
                 Delivery(ref, -1, -1, KafkaUnavailableError(f"aborted with its transaction: {err.str()}")
                          if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}"))
                 for ref, err, p, o in raw]
+
+    def _advise_partitions(self) -> None:
+        """Once per topic and process: say when a topic's partition count defeats the shard ↔ partition affinity.
+
+        Shards follow Kafka's partitioner (docs/decisions/016), so a shard writes ``partitions / gcd(partitions,
+        shards)`` partitions of a topic per transaction: one with a multiple of the shard count. Any count is
+        correct; a poor one only costs broker work and latency, which nobody would otherwise trace to it."""
+        topics, self._new_topics = self._new_topics, []
+        with _ADVISED_LOCK:
+            topics = [t for t in topics if t not in _ADVISED]
+            _ADVISED.update(topics)
+        for topic in topics:
+            try:
+                md = self._producer.list_topics(topic, timeout=2.0).topics.get(topic)
+            except KafkaException as exc:  # advice only: never let it fail a batch
+                log.debug("partition count of %r unknown: %s", topic, exc.args[0].str())
+                continue
+            partitions = len(md.partitions) if md is not None and md.error is None else 0
+            if partitions and partitions % self._shards:
+                per_shard = partitions // math.gcd(partitions, self._shards)
+                log.info(f"topic {topic!r} has {partitions} partitions and OUTBOX_SHARDS={self._shards}: each "
+                         f"shard's transactions write to {per_shard} of them; with a multiple of {self._shards} "
+                         f"partitions they would write to one (docs/operations.md#partition-counts-and-the-shard-"
+                         f"count)", extra={"topic": topic, "partitions": partitions, "shards": self._shards,
+                                           "partitions_per_shard": per_shard})
 
     def _flush(self, timeout: float) -> int:
         try:

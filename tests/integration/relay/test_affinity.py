@@ -62,16 +62,25 @@ def four_shards() -> Iterator[None]:
 def test_each_shard_publishes_to_its_own_partitions(
         relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str,
         tmp_path: Path) -> None:
-    # 8 partitions, 4 shards: shard s may write only to partitions s and s + 4.
-    topic = f"aff-{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, topic, partitions=8)
-    write_events(fresh_db, topic, 400, keys=80)
+    # 4 shards. 8 partitions: shard s may write only to partitions s and s + 4. 6 partitions (gcd 2): only to
+    # the three partitions of s's parity, and the relay says once that a multiple of 4 would be better.
+    run = uuid.uuid4().hex[:8]
+    eight, six = f"aff8-{run}", f"aff6-{run}"
+    create_topic(bootstrap, eight, partitions=8)
+    create_topic(bootstrap, six, partitions=6)
+    write_events(fresh_db, eight, 400, keys=80)
+    write_events(fresh_db, six, 200, keys=40)
     r = spawn(relays, relay_env, tmp_path, "aff", OUTBOX_SHARDS="4")
     wait_until(lambda: pending(fresh_db) == 0, 90, lambda: f"the backlog to drain; relay log:\n{r.logs()}")
-    v = verify(fresh_db, bootstrap, [topic])  # also checks kafka_partition against where Kafka has each record
-    assert v.clean and v.events == 400, str(v)
-    with psycopg.connect(dsn(fresh_db)) as c:
-        pairs = c.execute("SELECT DISTINCT shard, kafka_partition FROM outbox.event WHERE topic = %s",
-                          (topic,)).fetchall()
-    assert {s for s, _ in pairs} == {0, 1, 2, 3}, pairs
-    assert all(p % 4 == s for s, p in pairs), sorted(pairs)
+    v = verify(fresh_db, bootstrap, [eight, six])  # also checks kafka_partition against where Kafka has it
+    assert v.clean and v.events == 600, str(v)
+    for topic, modulus in ((eight, 4), (six, 2)):
+        with psycopg.connect(dsn(fresh_db)) as c:
+            pairs = c.execute("SELECT DISTINCT shard, kafka_partition FROM outbox.event WHERE topic = %s",
+                              (topic,)).fetchall()
+        assert {s for s, _ in pairs} == {0, 1, 2, 3}, pairs
+        assert all(p % modulus == s % modulus for s, p in pairs), (topic, sorted(pairs))
+    log = r.logs(lines=2000)
+    assert log.count(f"topic '{six}' has 6 partitions and OUTBOX_SHARDS=4: each shard's transactions write to 3")\
+        == 1, log
+    assert f"topic '{eight}' has" not in log, log
