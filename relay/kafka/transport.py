@@ -101,8 +101,6 @@ class KafkaTransport:
         if left:
             raise KafkaUnavailableError(f"{left} records not acknowledged within {self._timeout:.0f}s ({self._tid})")
         raw, self._raw = self._raw, []
-        if self._new_topics:
-            self._advise_partitions()
         return [Delivery(ref, p, o) if err is None else
                 Delivery(ref, -1, -1, KafkaUnavailableError(f"aborted with its transaction: {err.str()}")
                          if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}"))
@@ -125,11 +123,12 @@ class KafkaTransport:
                 log.debug("partition count of %r unknown: %s", topic, exc.args[0].str())
                 continue
             partitions = len(md.partitions) if md is not None and md.error is None else 0
-            if partitions and partitions % self._shards:
-                per_shard = partitions // math.gcd(partitions, self._shards)
+            per_shard = partitions // math.gcd(partitions, self._shards) if partitions else 1
+            # A multiple (16 of 8: two each) is as good as it gets for that count; a divisor (4 of 8) gives one.
+            if per_shard > 1 and partitions % self._shards:
                 log.info(f"topic {topic!r} has {partitions} partitions and OUTBOX_SHARDS={self._shards}: each "
-                         f"shard's transactions write to {per_shard} of them; with a multiple of {self._shards} "
-                         f"partitions they would write to one (docs/operations.md#partition-counts-and-the-shard-"
+                         f"shard's transactions write to {per_shard} of them; with {self._shards} partitions "
+                         f"they would write to one (docs/operations.md#partition-counts-and-the-shard-"
                          f"count)", extra={"topic": topic, "partitions": partitions, "shards": self._shards,
                                            "partitions_per_shard": per_shard})
 
@@ -146,6 +145,8 @@ class KafkaTransport:
 
     def commit(self) -> None:
         _call(f"committing ({self._tid})", self._producer.commit_transaction, self._timeout)
+        if self._new_topics:  # after the commit: a metadata lookup must not hold a transaction open
+            self._advise_partitions()
 
     def abort(self) -> None:
         _call(f"aborting ({self._tid})", self._producer.abort_transaction, self._timeout)
