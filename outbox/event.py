@@ -20,29 +20,53 @@ from uuid_utils.compat import uuid7
 
 from outbox import config
 from outbox.envelope import RESERVED_NAMES, RESERVED_PREFIXES
-from outbox.errors import AttributeValueError, HeaderError, KeyError_, PayloadError, TopicError
+from outbox.errors import AttributeValueError, ConfigError, HeaderError, KeyError_, PayloadError, TopicError
 from outbox.keyhash import kafka_partition
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
-TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+# Used with fullmatch: ``$`` would also match before a trailing newline ("orders\n"), a topic Kafka rejects.
+TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 HeaderValue = str | bytes
 HeadersArg = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
 
 
-def shard_for(topic: str, key: bytes | None, event_id: uuid.UUID, shards: int) -> int:
+def shard_for(topic: str, key: str | bytes | None, event_id: uuid.UUID, shards: int) -> int:
     """The shard of an event: stable across processes, versions and languages.
 
     A keyed event's shard is the partition Kafka's default partitioner would pick for its key among ``shards``
     partitions (murmur2, :mod:`outbox.keyhash`): one key always lands on one shard (one publisher, in order), and
     a shard's keys fall into few partitions of each topic, one when the topic has a multiple of ``shards``
     partitions. ``topic`` plays no part since 2026-12-01 (it was hashed with the key before: docs/decisions/016).
-    Null-keyed events have no order to keep and spread by their id (CRC-32).
+    Null-keyed events have no order to keep and spread by their id (CRC-32). A ``str`` key is UTF-8 encoded, as
+    :class:`Event` encodes it. Bad arguments raise the :class:`~outbox.errors.EventValidationError` naming them.
     """
+    if not isinstance(topic, str):
+        raise TopicError(f"topic must be a str, got {type(topic).__name__}")
+    if isinstance(key, str):
+        key = _encode_key(key)
+    elif key is not None and not isinstance(key, bytes):
+        raise KeyError_(f"key must be str, bytes or None, got {type(key).__name__}")
+    if not isinstance(event_id, uuid.UUID):
+        raise AttributeValueError(f"event_id must be a uuid.UUID, got {type(event_id).__name__}")
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"shards must be a positive int (OUTBOX_SHARDS), got {shards!r}")
+    return shard_of(key, event_id, shards)
+
+
+def shard_of(key: bytes | None, event_id: uuid.UUID, shards: int) -> int:
+    """:func:`shard_for` without the argument checks, for callers whose arguments are already valid."""
     if key is None:
         return zlib.crc32(event_id.bytes) % shards
     return kafka_partition(key, shards)
+
+
+def _encode_key(key: str) -> bytes:
+    try:
+        return key.encode()
+    except UnicodeEncodeError as exc:
+        raise KeyError_(f"key {key!r} cannot be UTF-8 encoded ({exc.reason}); pass bytes") from exc
 
 
 def is_json_content_type(content_type: str) -> bool:
@@ -58,7 +82,7 @@ def check_topic(topic: object) -> str:
         raise TopicError(f"topic must be a str, got {type(topic).__name__}")
     if topic in (".", ".."):
         raise TopicError(f"topic {topic!r} is not allowed by Kafka; pick a name such as 'orders'")
-    if not TOPIC_RE.match(topic):
+    if not TOPIC_RE.fullmatch(topic):
         if not topic:
             raise TopicError("topic is empty; give the Kafka topic name, e.g. 'orders'")
         if len(topic) > 249:
@@ -77,6 +101,48 @@ def _check_text(name: str, value: object, *, optional: bool = False) -> None:
         raise AttributeValueError(f"{name} is empty; give a non-blank value")
     if "\x00" in value:
         raise AttributeValueError(f"{name} contains a NUL character (\\u0000), which Postgres text rejects")
+    if not value.isascii() and not _utf8_encodable(value):  # isascii() is O(1): the common case stops there
+        raise AttributeValueError(f"{name} {_head(value)} is not valid Unicode (a lone surrogate); fix the text")
+
+
+def _utf8_encodable(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _head(value: str) -> str:
+    """``value`` quoted for a message, cut short: the offending text may be megabytes long."""
+    return repr(value) if len(value) <= 60 else f"{value[:60]!r}... ({len(value)} characters)"
+
+
+def _check_time(t: object) -> None:
+    if not isinstance(t, datetime):
+        raise AttributeValueError(f"time must be a datetime, got {type(t).__name__}")
+    if t.tzinfo is None:
+        raise AttributeValueError("time is a naive datetime; pass an aware one, e.g. datetime.now(UTC)")
+    try:
+        # datetime checks what the tzinfo returns: a timedelta within ±24 h, or None
+        offset = t.utcoffset()
+    except Exception as exc:
+        raise AttributeValueError(
+            f"time's tzinfo {t.tzinfo!r} gives no usable UTC offset ({type(exc).__name__}: {exc}); use "
+            "datetime.timezone or zoneinfo"
+        ) from exc
+    if offset is None:
+        raise AttributeValueError("time is a naive datetime; pass an aware one, e.g. datetime.now(UTC)")
+    # Only a local time in year 1 or 9999 can fall outside them in UTC. Postgres would store such a time (year
+    # 10000, or 1 BC), but no Python client can read it back: every relay claim of its shard would fail.
+    if t.year in (1, 9999):
+        try:
+            t.astimezone(UTC)
+        except OverflowError as exc:
+            raise AttributeValueError(
+                f"time {t.isoformat()} is outside years 1..9999 in UTC, which Python clients (the relay "
+                "among them) cannot read back; give a time within that range"
+            ) from exc
 
 
 def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
@@ -99,6 +165,8 @@ def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
             raise HeaderError(f"header name must be a non-empty str, got {name!r}")
         if "\x00" in name:
             raise HeaderError(f"header name {name!r} contains a NUL character")
+        if not name.isascii() and not _utf8_encodable(name):
+            raise HeaderError(f"header name {_head(name)} is not valid Unicode (a lone surrogate); fix it")
         low = name.lower()
         if low in RESERVED_NAMES or low.startswith(RESERVED_PREFIXES):
             raise HeaderError(
@@ -108,6 +176,9 @@ def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
         if isinstance(value, str):
             if "\x00" in value:
                 raise HeaderError(f"header {name!r}: a str value cannot contain NUL; pass bytes instead")
+            if not value.isascii() and not _utf8_encodable(value):
+                raise HeaderError(f"header {name!r}: the value is not valid Unicode (a lone surrogate); fix it or "
+                                  "pass bytes")
         elif not isinstance(value, bytes):
             raise HeaderError(f"header {name!r}: value must be str or bytes, got {type(value).__name__}")
         out.append((name, value))
@@ -144,16 +215,10 @@ class Event:
         if self.key is not None and not isinstance(self.key, str | bytes):
             raise KeyError_(f"key must be str, bytes or None, got {type(self.key).__name__}; convert it, e.g. str(id)")
         if isinstance(self.key, str):
-            try:
-                self.key.encode()
-            except UnicodeEncodeError as exc:
-                raise KeyError_(f"key {self.key!r} cannot be UTF-8 encoded ({exc.reason}); pass bytes") from exc
+            _encode_key(self.key)
         if not isinstance(self.id, uuid.UUID):
             raise AttributeValueError(f"id must be a uuid.UUID, got {type(self.id).__name__}; use uuid.UUID(text)")
-        if not isinstance(self.time, datetime):
-            raise AttributeValueError(f"time must be a datetime, got {type(self.time).__name__}")
-        if self.time.tzinfo is None or self.time.utcoffset() is None:
-            raise AttributeValueError("time is a naive datetime; pass an aware one, e.g. datetime.now(UTC)")
+        _check_time(self.time)
         object.__setattr__(self, "headers", _normalise_headers(self.headers))
         if self.content_type is None:
             object.__setattr__(self, "content_type", OCTET_STREAM if isinstance(self.data, bytes) else JSON)

@@ -5,13 +5,15 @@ the relay only when the caller commits, and vanish with a rollback, so the event
 business change does. Every event is checked before any SQL runs.
 
 One sync core serves both worlds: ``AsyncSession``/``AsyncConnection`` run the same core through ``run_sync``,
-so ``await outbox.enqueue(async_session, ...)`` returns exactly what the sync call returns.
+so ``await outbox.enqueue(async_session, ...)`` returns exactly what the sync call returns. A call that is never
+awaited writes nothing, so the commit of its transaction is refused (:func:`_expect_await`).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Sequence
-from typing import overload
+from typing import Any, overload
 
 import sqlalchemy as sa
 from opentelemetry import trace
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 from outbox.config import settings
 from outbox.errors import SessionStateError
 from outbox.event import Event, StoredEvent
+from outbox.store import translate_errors
 from outbox.store import write as store
 from outbox.validation import Prepared, prepare
 
@@ -62,8 +65,32 @@ def _check_connection(c: sa.Connection | AsyncConnection) -> None:
 
 
 def _write(target: SyncTarget, prepared: Sequence[Prepared], traceparent: str | None) -> list[StoredEvent]:
-    conn = target.connection() if isinstance(target, Session) else target
+    # A session's first statement checks a connection out of the pool here: a database that is down, or a pool
+    # that stays exhausted, fails in this call. (try/except, not a `with`: free unless it raises, on the hot path)
+    try:
+        conn = target.connection() if isinstance(target, Session) else target
+        dbapi_conn = conn.connection.dbapi_connection
+    except sa.exc.SQLAlchemyError:
+        with translate_errors("connecting to the database to enqueue events"):
+            raise
+    _check_not_autocommit(dbapi_conn)
     return store.insert_events(conn, prepared, traceparent=traceparent, schema=settings().schema)
+
+
+def _check_not_autocommit(dbapi_conn: Any) -> None:
+    """Refuse a connection in AUTOCOMMIT mode (``isolation_level="AUTOCOMMIT"`` on the engine or connection).
+
+    SQLAlchemy still reports a transaction there (``begin()`` is only bookkeeping), but every statement commits on
+    its own: the events would stay when the business transaction rolls back, and the per-key locks that order
+    them would be released at once. psycopg (sync and SQLAlchemy's async adapter), psycopg2, asyncpg's adapter
+    and pg8000 all expose the mode as the DBAPI connection's ``autocommit``: an attribute read, no round trip.
+    ``is True``: sqlite3 (3.12+) says -1 for its legacy mode, which is transactional."""
+    if getattr(dbapi_conn, "autocommit", False) is True:
+        raise SessionStateError(
+            "the connection is in AUTOCOMMIT mode (isolation_level='AUTOCOMMIT'), so every statement commits on "
+            "its own: the events would survive a rollback of the business transaction and key order would not be "
+            "kept. enqueue needs a real transaction: use an engine or connection without AUTOCOMMIT"
+        )
 
 
 @overload
@@ -78,9 +105,12 @@ def enqueue(
     """Store ``events`` in the transaction of ``target`` (a Session, Connection, AsyncSession or
     AsyncConnection) and return what was stored, in argument order. Never commits.
 
-    Raises an :class:`~outbox.errors.EventValidationError` (nothing written) for a bad event,
-    :class:`~outbox.errors.SessionStateError` when ``target`` has no active transaction, and
-    :class:`~outbox.errors.StoreError` when the database fails. With an async target, await the result.
+    Raises an :class:`~outbox.errors.EventValidationError` (nothing written) for a bad event, also for an event
+    id already in the outbox (then Postgres has aborted the transaction: roll it back),
+    :class:`~outbox.errors.SessionStateError` when ``target`` has no active transaction or is in AUTOCOMMIT mode,
+    and :class:`~outbox.errors.StoreError` when the database fails (:class:`~outbox.errors.DatabaseUnavailableError`
+    when it cannot be reached). With an async target, await the result: a commit after an enqueue that was never
+    awaited raises :class:`~outbox.errors.SessionStateError`.
     """
     if isinstance(target, Session | AsyncSession):
         _check_session(target)
@@ -94,17 +124,72 @@ def enqueue(
     prepared = prepare(events, settings())
     traceparent = current_traceparent()
     if isinstance(target, AsyncSession | AsyncConnection):
-        return _write_async(target, prepared, traceparent)
+        if not prepared:
+            return _nothing()
+        return _write_async(target, prepared, traceparent, _expect_await(target))
     if not prepared:
         return []
     return _write(target, prepared, traceparent)
 
 
+async def _nothing() -> list[StoredEvent]:
+    return []
+
+
 async def _write_async(
-    target: AsyncTarget, prepared: Sequence[Prepared], traceparent: str | None
+    target: AsyncTarget, prepared: Sequence[Prepared], traceparent: str | None, token: object
 ) -> list[StoredEvent]:
-    if not prepared:
-        return []
+    _awaited(target, token)
     if isinstance(target, AsyncSession):
         return await target.run_sync(_write, prepared, traceparent)
     return await target.run_sync(_write, prepared, traceparent)
+
+
+# ``outbox.enqueue(async_session, ...)`` without ``await`` builds a coroutine that never runs: its events are
+# lost, and the business change would commit alone. Each call leaves a token here, under the sync Session or
+# Connection and its root transaction; the coroutine takes it back when it starts, and a commit of that
+# transaction with a token left is refused. The commit listener is added to that one Session/Connection on its
+# first async enqueue (~15 µs, once): nothing is installed globally.
+_Owner = Session | sa.Connection
+# The transaction is held weakly too: it refers to its Session/Connection, which would then never be collected.
+_pending: weakref.WeakKeyDictionary[_Owner, tuple[weakref.ref[Any], set[object]]] = weakref.WeakKeyDictionary()
+
+
+def _owner(target: AsyncTarget) -> tuple[_Owner | None, Any]:
+    """The sync Session/Connection behind ``target`` and its current root transaction."""
+    sync: _Owner | None = target.sync_session if isinstance(target, AsyncSession) else target.sync_connection
+    return sync, (sync.get_transaction() if sync is not None else None)
+
+
+def _expect_await(target: AsyncTarget) -> object:
+    token = object()
+    sync, txn = _owner(target)
+    if sync is None or txn is None:
+        return token
+    entry = _pending.get(sync)
+    if entry is None:
+        sa.event.listen(sync, "before_commit" if isinstance(sync, Session) else "commit", _refuse_unawaited)
+    if entry is None or entry[0]() is not txn:  # a new transaction: tokens of an earlier one are moot
+        entry = _pending[sync] = (weakref.ref(txn), set())
+    entry[1].add(token)
+    return token
+
+
+def _awaited(target: AsyncTarget, token: object) -> None:
+    sync = target.sync_session if isinstance(target, AsyncSession) else target.sync_connection
+    entry = _pending.get(sync) if sync is not None else None
+    if entry is not None:
+        entry[1].discard(token)
+
+
+def _refuse_unawaited(sync: _Owner) -> None:
+    if isinstance(sync, Session) and sync.in_nested_transaction():
+        return  # a savepoint: the coroutine may still be awaited before the real commit
+    entry = _pending.get(sync)
+    if entry is None or entry[0]() is not sync.get_transaction() or not entry[1]:
+        return
+    raise SessionStateError(
+        f"{len(entry[1])} call(s) of outbox.enqueue on an async session or connection were never awaited, so "
+        "their events were not written; the commit is refused so that the business change does not commit "
+        "without them. Write `await outbox.enqueue(...)`, then roll back and retry"
+    )

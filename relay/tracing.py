@@ -43,7 +43,7 @@ def parse_traceparent(value: str | bytes | None) -> SpanContext | None:
     if value is None:
         return None
     text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-    m = _TRACEPARENT.match(text.strip().lower())
+    m = _TRACEPARENT.fullmatch(text.strip().lower())
     if not m or m.group(1) == "ff":
         return None
     trace_id, span_id = int(m.group(2), 16), int(m.group(3), 16)

@@ -29,6 +29,11 @@ def translate_errors(doing: str) -> Iterator[None]:
     ``doing`` completes "while ...": what was being done, in the words the user should read."""
     try:
         yield
+    except sa_exc.TimeoutError as exc:  # the pool, not the database: every connection stayed checked out
+        raise DatabaseUnavailableError(
+            f"no database connection became free in the pool while {doing} ({exc}); raise pool_size or "
+            "pool_timeout, or hold connections for less time"
+        ) from exc
     except sa_exc.OperationalError as exc:
         raise DatabaseUnavailableError(f"database unavailable while {doing}: {exc.orig}") from exc
     except sa_exc.ProgrammingError as exc:

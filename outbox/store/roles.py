@@ -81,7 +81,7 @@ def _grants(role: Role) -> list[str]:
 def roles_sql(schema: str = "outbox", prefix: str = "outbox", roles: tuple[Role, ...] = tuple(Role)) -> str:
     """The DDL creating ``roles`` (default: all) with their grants on ``schema``; idempotent."""
     for what, value in (("schema", schema), ("prefix", prefix)):
-        if not _IDENT.match(value) or len(value) > MAX_IDENT:
+        if not _IDENT.fullmatch(value) or len(value) > MAX_IDENT:
             raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
     # Postgres truncates a longer role name silently: two truncated names could be one role.
     longest = max(roles, key=lambda r: len(role_name(r, "")), default=None)

@@ -16,7 +16,9 @@ other. (Separate ``enqueue`` calls in one transaction lock in call order; keep t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
+from outbox.errors import AttributeValueError
 from outbox.event import StoredEvent
 from outbox.schema import event, translate_map
 from outbox.store import translate_errors
@@ -100,6 +103,31 @@ def _sql(schema: str, single: bool) -> str:
 
 
 _CURSOR = "outbox.enqueue.cursor"
+_UNIQUE_VIOLATION = "23505"  # SQLSTATE
+_EVENT_ID_UNIQUE = "uq_event_event_id"
+_DUPLICATE_KEY = re.compile(r"\(event_id\)=\(([^)]*)\)")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """:func:`translate_errors`, except that a re-used event id is the caller's mistake, not the database's."""
+    with translate_errors("enqueueing events"):
+        try:
+            yield
+        except sa.exc.IntegrityError as exc:
+            diag = getattr(exc.orig, "diag", None)
+            if (getattr(exc.orig, "sqlstate", None) != _UNIQUE_VIOLATION
+                    or getattr(diag, "constraint_name", None) != _EVENT_ID_UNIQUE):
+                raise
+            m = _DUPLICATE_KEY.search(getattr(diag, "message_detail", None) or "")
+            which = f"event id {m.group(1)}" if m else "an event id of this call"
+            # A failed statement aborts the whole Postgres transaction: say so, or the caller's next statement
+            # fails with "current transaction is aborted" and no hint why.
+            raise AttributeValueError(
+                f"{which} is already in the outbox (enqueued earlier in this transaction, or committed "
+                "before): event ids must be unique, so build a new Event (a fresh id) for each event; the "
+                "database has aborted the transaction, so roll it back"
+            ) from exc
 
 
 def _observed(conn: sa.Connection) -> bool:
@@ -121,7 +149,7 @@ def _execute(conn: sa.Connection, sql: str, params: dict[str, Any]) -> Sequence[
     fairy = conn.connection
     dbapi_conn = fairy.dbapi_connection
     if not isinstance(dbapi_conn, psycopg.Connection) or _observed(conn):
-        with translate_errors("enqueueing events"):
+        with _translated():
             return conn.exec_driver_sql(sql, params).all()
     cur = fairy.info.get(_CURSOR)
     if cur is None or cur.closed or cur.connection is not dbapi_conn:
@@ -135,7 +163,7 @@ def _execute(conn: sa.Connection, sql: str, params: dict[str, Any]) -> Sequence[
             conn.invalidate(exc)
         wrapped = sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error, connection_invalidated=lost,
                                              dialect=conn.dialect)
-        with translate_errors("enqueueing events"):
+        with _translated():
             raise wrapped from exc
     except BaseException as exc:
         if not isinstance(exc, Exception):  # interrupted mid-statement (Ctrl-C, cancelled): state unknown
@@ -223,7 +251,7 @@ def _insert_with(
     """The test-only path: sequences from ``seq``, then a plain multi-row INSERT."""
     tm = translate_map(schema)
     opts: dict[str, Any] = {"schema_translate_map": tm} if tm else {}
-    with translate_errors("enqueueing events"):
+    with _translated():
         last = seq(conn, counts, opts) if counts else {}
         stored: list[StoredEvent] = []
         rows: list[dict[str, Any]] = []

@@ -64,7 +64,7 @@ def parse_ids(from_id: int | None, to_id: int | None) -> None:
 
 def check_schema(schema: str) -> str:
     """``schema`` when it is a plain SQL identifier Postgres keeps whole; else a ``ConfigError`` saying why."""
-    if not _SCHEMA.match(schema):
+    if not _SCHEMA.fullmatch(schema):
         raise ConfigError(f"OUTBOX_SCHEMA must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*), got {schema!r}")
     if len(schema) > MAX_IDENT:
         raise ConfigError(f"OUTBOX_SCHEMA is {len(schema)} characters long: at most {MAX_IDENT}")

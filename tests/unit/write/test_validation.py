@@ -124,9 +124,10 @@ def test_escaped_backslash_u0000_text_is_not_a_nul() -> None:
 
 def test_payload_over_max() -> None:
     small = Settings(source="urn:t", max_payload_bytes=2048)
-    prepare_one(ev(data="x" * 2000), small)
+    # the record also carries type (13), source (5), content_type (16) and the relay's envelope (512)
+    prepare_one(ev(data="x" * 1500), small)  # 1502 bytes of JSON: exactly 2048 in all
     with pytest.raises(errors.PayloadError, match=r"over the maximum of 2048 \(OUTBOX_MAX_PAYLOAD_BYTES"):
-        prepare_one(ev(data="x" * 2047), small)
+        prepare_one(ev(data="x" * 1501), small)
 
 
 def test_default_max_is_one_mib() -> None:
