@@ -21,7 +21,8 @@ when it is raised and what to do about it.
     ├── StoreError                    the database failed; the cause is chained
     │   ├── DatabaseUnavailableError  could not connect / connection lost (transient)
     │   ├── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
-    │   └── PermissionDeniedError     the database role lacks a grant (apply `outbox roles sql`; no migration helps)
+    │   ├── PermissionDeniedError     the database role lacks a grant (apply `outbox roles sql`; no migration helps)
+    │   └── UnstorableRecordError     an inbox record exceeds a Postgres limit (dead-lettered, never retried)
     ├── PublishError                  Kafka failed; the cause is chained
     │   ├── KafkaUnavailableError     broker unreachable / timed out (transient)
     │   ├── FencedError               a newer owner of the shard fenced this producer (zombie)
@@ -107,6 +108,14 @@ class PermissionDeniedError(StoreError):
     def __init__(self, message: str | None = None, *, denied: str = "permission denied") -> None:
         super().__init__(message)
         self.denied = denied
+
+
+class UnstorableRecordError(StoreError):
+    """The inbox row of this record exceeds a Postgres limit (its key is too large for the key-order index).
+
+    Retrying can never help: :class:`~outbox.inbox.Inbox` records the event as dead-lettered without its key
+    instead of re-reading it forever. Raised for SQLSTATE 54000 (program_limit_exceeded) on the insert.
+    """
 
 
 class PublishError(OutboxError):

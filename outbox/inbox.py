@@ -11,9 +11,13 @@ For every record, in one DB transaction (``docs/decisions/021-inbox.md``):
 
 A handler that raises is retried (:class:`RetryPolicy`, bounded, jittered backoff, each attempt in a fresh
 transaction); then the inbox row is written with outcome ``dead_lettered`` and the error, and the consumer moves
-on: the event is recorded, never lost. A database that is unreachable is *not* the handler's fault: nothing is
-acknowledged, the records are re-read, and :meth:`Inbox.run_once` raises
-:class:`~outbox.errors.ConsumerError`.
+on: the event is recorded, never lost. A record whose inbox row Postgres cannot store (a key too large for the
+key-order index) is dead-lettered the same way, without its key and without running the handler. A database
+that is unreachable is *not* the handler's fault: nothing is acknowledged, the records are re-read, and
+:meth:`Inbox.run_once` raises :class:`~outbox.errors.ConsumerError`.
+
+The handler must not end the inbox's transaction (commit, roll back, close the connection): the inbox then
+stops with a :class:`~outbox.errors.ConsumerError` (:mod:`outbox.inbox_guard` says why and what is left).
 
 Loop shape: :meth:`Inbox.run_once` handles one polled batch and returns a :class:`BatchResult`;
 :meth:`Inbox.run` is the thin loop around it.
@@ -26,6 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,8 +38,10 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
+from outbox import inbox_args as args
+from outbox import inbox_guard as guard
 from outbox.config import settings
-from outbox.errors import ConsumerError, DatabaseUnavailableError, OutboxError
+from outbox.errors import ConfigError, ConsumerError, DatabaseUnavailableError, OutboxError, UnstorableRecordError
 from outbox.kafka_consumer import AckPublisher, ConsumerPort, KafkaConsumer, KafkaRecord, Position
 from outbox.received import BatchResult, Handler, Outcome, ReceivedEvent, RetryPolicy, session_handler
 from outbox.store import inbox as store
@@ -78,23 +85,33 @@ class Inbox:
         kafka_config: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        # Everything is checked before anything connects (outbox.inbox_args says why).
+        self.engine, self.group = args.check_engine(engine), args.check_group(group)
+        self.topics = args.check_topics(topics)
+        args.check_handler(handler)
+        self.handler = handler
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self.retry = retry or RetryPolicy()
+        self.schema = settings().schema if schema is None else args.check_schema(schema)
+        self.max_batch, self.poll_timeout = args.check_max_batch(max_batch), poll_timeout
+        ack_topic = args.check_ack_topic(ack_topic, bootstrap)
         if consumer is None:
             if not bootstrap:
                 raise ConsumerError("Inbox needs bootstrap servers (or a consumer)")
-            consumer = KafkaConsumer(bootstrap, group, topics, kafka_config)
-        self.engine, self.group, self.topics, self.handler = engine, group, list(topics), handler
+            consumer = KafkaConsumer(bootstrap, self.group, self.topics, kafka_config)
         self.consumer = consumer
-        self.retry = retry or RetryPolicy()
-        self.schema = schema or settings().schema
-        self.max_batch, self.poll_timeout = max_batch, poll_timeout
         self._acks = AckPublisher(bootstrap, ack_topic) if ack_topic and bootstrap else None
         self._sleep = sleep
         self._registered = False
+        self._stopped: str | None = None  # why this inbox refuses to go on (a handler that ended its transaction)
 
     # -- one batch -------------------------------------------------------------------------------------------
 
     def run_once(self) -> BatchResult:
         """Poll one batch, handle each record in its own DB transaction, then commit the offsets."""
+        if self._stopped is not None:
+            raise ConsumerError(self._stopped)
         if not self._registered:
             with translate_errors("registering the subscription"), self.engine.begin() as conn:
                 store.register_subscription(conn, self.group, self.topics, self.schema)
@@ -169,7 +186,16 @@ class Inbox:
             log.warning("inbox %s: handler failed %d times on event %s (%s[%d]@%d); dead-lettered: %r",
                         self.group, self.retry.attempts, ev.event_id, ev.topic, ev.partition, ev.offset,
                         failed.cause)
-            return (*self._dead_letter(conn, ev, failed.cause), ev)
+            error = "".join(traceback.format_exception_only(type(failed.cause), failed.cause)).strip()
+            return (*self._dead_letter(conn, ev, error, self.retry.attempts), ev)
+        except UnstorableRecordError as exc:
+            # Re-reading it would fail the same way forever and wedge the group: record it without the key (the
+            # indexed part that does not fit), as a dead letter the reconciler lists; the handler never ran.
+            log.warning("inbox %s: event %s (%s[%d]@%d) dead-lettered unhandled: %s", self.group, ev.event_id,
+                        ev.topic, ev.partition, ev.offset, exc)
+            ev = replace(ev, key=None)
+            error = f"{exc}; stored without its key, handler not run (see docs/decisions/021-inbox.md)"
+            return (*self._dead_letter(conn, ev, error, 0), ev)
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     def _ack(self, ev: ReceivedEvent, outcome: str, attempts: int, error: str | None = None) -> store.Ack:
@@ -182,16 +208,31 @@ class Inbox:
     def _attempt(self, conn: sa.Connection, ev: ReceivedEvent, attempt: int) -> tuple[Outcome, bool]:
         with translate_errors("handling an event"):
             txn = conn.begin()
-            pk = store.acknowledge(conn, self._ack(ev, "processed", attempt), self.schema)
+            try:
+                pk = store.acknowledge(conn, self._ack(ev, "processed", attempt), self.schema)
+            except UnstorableRecordError:
+                txn.rollback()  # the failed insert aborted it; the dead letter needs a fresh one
+                raise
             if pk is None:
                 copied = self._duplicate(conn, ev)
                 txn.commit()
                 return Outcome.DUPLICATE, copied
             try:
                 self.handler(conn, ev)
+            except Exception as exc:
+                if _is_connection_loss(exc):
+                    if txn.is_active:
+                        txn.rollback()
+                    raise
+                self._check_transaction(conn, txn, pk, ev, attempt)
+                if txn.is_active:
+                    txn.rollback()
+                raise _HandlerFailed(exc) from exc
+            self._check_transaction(conn, txn, pk, ev, attempt)
+            try:
                 store.mark_processed(conn, pk, self.schema)
                 txn.commit()
-            except Exception as exc:
+            except Exception as exc:  # e.g. the handler swallowed a DB error and left the transaction aborted
                 if txn.is_active:
                     txn.rollback()
                 if _is_connection_loss(exc):
@@ -199,10 +240,19 @@ class Inbox:
                 raise _HandlerFailed(exc) from exc
         return Outcome.PROCESSED, False
 
-    def _dead_letter(self, conn: sa.Connection, ev: ReceivedEvent, cause: BaseException) -> tuple[Outcome, bool]:
-        error = "".join(traceback.format_exception_only(type(cause), cause)).strip()
+    def _check_transaction(self, conn: sa.Connection, txn: sa.RootTransaction, pk: int, ev: ReceivedEvent,
+                           attempt: int) -> None:
+        # Carrying on after a handler ended our transaction would repeat the damage on every next record.
+        stop = guard.transaction_ended(self.engine, conn, txn, pk=pk, ev=ev, attempt=attempt, group=self.group,
+                                       schema=self.schema)
+        if stop is not None:
+            self._stopped = stop
+            log.error("%s", stop)
+            raise ConsumerError(stop)
+
+    def _dead_letter(self, conn: sa.Connection, ev: ReceivedEvent, error: str, attempts: int) -> tuple[Outcome, bool]:
         with translate_errors("dead-lettering an event"), conn.begin():
-            pk = store.acknowledge(conn, self._ack(ev, "dead_lettered", self.retry.attempts, error), self.schema)
+            pk = store.acknowledge(conn, self._ack(ev, "dead_lettered", attempts, error), self.schema)
             if pk is None:  # another member of the group handled it meanwhile (rebalance)
                 return Outcome.DUPLICATE, self._duplicate(conn, ev)
         return Outcome.DEAD_LETTERED, False

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from outbox.errors import ConsumerError
+from outbox.inbox_args import check_group, check_topics
 
 log = logging.getLogger("outbox.inbox")
 
@@ -61,6 +62,7 @@ class KafkaConsumer:
 
     def __init__(self, bootstrap: str, group: str, topics: Sequence[str],
                  config: Mapping[str, Any] | None = None) -> None:
+        group, names = check_group(group), check_topics(topics)  # a str would subscribe to its characters
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -76,9 +78,9 @@ class KafkaConsumer:
         }
         try:
             self._c = Consumer(conf)
-            self._c.subscribe(list(topics))
+            self._c.subscribe(names)
         except KafkaException as exc:
-            raise _raise(f"subscribing group {group!r} to {list(topics)}", exc) from exc
+            raise _raise(f"subscribing group {group!r} to {names}", exc) from exc
         self.group = group
 
     def poll_batch(self, max_records: int, timeout: float) -> list[KafkaRecord]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 from tenacity import RetryCallState
 
 from outbox import envelope
+from outbox.errors import ConfigError
 from outbox.kafka_consumer import KafkaRecord, Position
 
 
@@ -75,18 +77,34 @@ def _position_id(rec: KafkaRecord) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{rec.topic}/{rec.partition}/{rec.offset}")
 
 
+_INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
+# Postgres stores timestamptz far beyond the years 1..9999 that Python (psycopg) can read back, in UTC or in any
+# session time zone (offsets up to a day): a time outside this window would be stored and then break every reader.
+_EARLIEST, _LATEST = datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def _int(v: str | None) -> int | None:
+    # The columns are bigint: a value beyond it is as malformed as "abc", and storing it would fail the record's
+    # transaction on every redelivery (a wedged group), so it becomes None like any other malformed header.
     try:
-        return int(v) if v is not None else None
+        n = int(v) if v is not None else None
     except ValueError:
         return None
+    return n if n is not None and _INT8_MIN <= n <= _INT8_MAX else None
 
 
 def _time(v: str | None) -> datetime | None:
     try:
-        return datetime.fromisoformat(v) if v else None
+        t = datetime.fromisoformat(v) if v else None
     except ValueError:
         return None
+    if t is None:
+        return None
+    try:
+        utc = (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-12:00 is in year 10000 in UTC
+        return None
+    return t if _EARLIEST <= utc <= _LATEST else None
 
 
 Handler = Callable[[sa.Connection, ReceivedEvent], None]
@@ -116,12 +134,22 @@ class RetryPolicy:
     max_wait: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.initial_wait < 0 or self.max_wait < self.initial_wait:
-            raise ValueError(f"invalid RetryPolicy {self}")
+        a = self.attempts
+        if isinstance(a, bool) or not isinstance(a, int) or a < 1:
+            raise ConfigError(f"invalid RetryPolicy: attempts must be an integer >= 1 (the first try counts), "
+                              f"got {a!r}")
+        for name in ("initial_wait", "max_wait"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"invalid RetryPolicy: {name} must be a finite number of seconds >= 0, got {v!r}")
+        if self.max_wait < self.initial_wait:
+            raise ConfigError(f"invalid RetryPolicy: max_wait ({self.max_wait!r}) must be >= initial_wait "
+                              f"({self.initial_wait!r})")
 
     def wait(self, state: RetryCallState) -> float:
         """Seconds before the next attempt: exponential, capped, with full jitter in its upper half."""
-        base = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        # The exponent is capped: 2 ** 2000 does not fit a float, and the wait is capped by max_wait long before.
+        base = min(self.max_wait, self.initial_wait * 2.0 ** min(state.attempt_number - 1, 64))
         return float(base * random.uniform(0.5, 1.0))
 
 

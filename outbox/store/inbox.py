@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from outbox.errors import UnstorableRecordError
 from outbox.schema import inbox, inbox_redelivery, subscription, translate_map
 from outbox.store import translate_errors
 
 MAX_ERROR_CHARS = 8000
+_PROGRAM_LIMIT_EXCEEDED = "54000"  # SQLSTATE, e.g. "index row size ... exceeds btree version 4 maximum 2704"
 
 
 def _opts(schema: str) -> dict[str, Any]:
@@ -66,7 +69,15 @@ def acknowledge(conn: sa.Connection, ack: Ack, schema: str) -> int | None:
         "dead": ack.outcome == "dead_lettered", "pat": ack.processed_at,
     }
     with translate_errors("acknowledging an event in the inbox"):
-        row = conn.exec_driver_sql(_ACK.format(s=schema), params).first()
+        try:
+            row = conn.exec_driver_sql(_ACK.format(s=schema), params).first()
+        except sa_exc.DBAPIError as exc:
+            # psycopg files 54000 under OperationalError, which would read as "database unavailable": it is not.
+            if getattr(exc.orig, "sqlstate", None) == _PROGRAM_LIMIT_EXCEEDED:
+                limit = (str(exc.orig).strip().splitlines() or ["program limit exceeded"])[0]
+                raise UnstorableRecordError(
+                    f"the inbox cannot store this record's {len(ack.key or b'')}-byte key ({limit})") from exc
+            raise
     return None if row is None else int(row[0])
 
 
@@ -74,6 +85,18 @@ def mark_processed(conn: sa.Connection, inbox_pk: int, schema: str) -> None:
     """Stamp the handler's completion time on the inbox row (same transaction as the handler)."""
     with translate_errors("stamping the inbox row"):
         conn.exec_driver_sql(_STAMP.format(s=schema), {"id": inbox_pk})
+
+
+def mark_ended_by_handler(conn: sa.Connection, inbox_pk: int, error: str, schema: str) -> bool:
+    """Turn an inbox row the handler committed itself (never stamped) into a dead letter saying so.
+
+    False when there is no such row: the handler's commit did not happen (it rolled back or closed instead).
+    """
+    stmt = (sa.update(inbox).where(inbox.c.id == inbox_pk, inbox.c.processed_at.is_(None))
+            .values(outcome="dead_lettered", error=error[:MAX_ERROR_CHARS], processed_at=sa.func.clock_timestamp())
+            .returning(inbox.c.id))
+    with translate_errors("recording a handler that ended the inbox transaction"):
+        return conn.execute(stmt, execution_options=_opts(schema)).first() is not None
 
 
 def acknowledged_position(conn: sa.Connection, group: str, event_id: uuid.UUID,
