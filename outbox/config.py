@@ -71,14 +71,34 @@ class Settings:
         _check_int("OUTBOX_SHARDS", self.shards, 1, MAX_SHARDS)
         _check_int("OUTBOX_MAX_PAYLOAD_BYTES", self.max_payload_bytes, 1024, 2**31 - 1)
         _check_int("OUTBOX_MAX_KEY_BYTES", self.max_key_bytes, 1, 2048)
-        if not isinstance(self.source, str) or "\x00" in self.source:
-            raise ConfigError(f"OUTBOX_SOURCE must be a non-empty string without NUL, got {self.source!r}")
-        if self.registry is not None and not callable(getattr(self.registry, "validate", None)):
-            raise ConfigError("registry must have a validate(type, data) method (see outbox.registry)")
+        _check_source(self.source)
+        _check_registry(self.registry)
+
+
+def _check_source(value: object) -> None:
+    # Checked here, once, rather than failing every Event built with it as the default.
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"OUTBOX_SOURCE must be a non-blank string without NUL, got {value!r}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ConfigError(f"OUTBOX_SOURCE must be valid Unicode (it has a lone surrogate), got {value!r}") from None
+
+
+def _check_registry(registry: object) -> None:
+    if registry is None:
+        return
+    if isinstance(registry, type):  # its validate would be an unbound function, failing every enqueue
+        raise ConfigError(
+            f"registry must be an instance, got the class {registry.__name__}; "
+            "e.g. registry=JsonSchemaRegistry({...})"
+        )
+    if not callable(getattr(registry, "validate", None)):
+        raise ConfigError("registry must have a validate(type, data) method (see outbox.registry)")
 
 
 def _check_schema(var: str, value: object) -> None:
-    if not isinstance(value, str) or not _IDENT.match(value) or len(value) > MAX_IDENT:
+    if not isinstance(value, str) or not _IDENT.fullmatch(value) or len(value) > MAX_IDENT:
         raise ConfigError(
             f"{var} must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 chars), got {value!r}"
         )

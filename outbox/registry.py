@@ -1,19 +1,40 @@
 """An optional JSON-Schema registry: event type → JSON Schema, checked at write time.
 
-``outbox.configure(registry=SchemaRegistry({"com.example.order.created": {...schema...}}))``. Types with no
+``outbox.configure(registry=JsonSchemaRegistry({"com.example.order.created": {...schema...}}))``. Types with no
 registered schema pass unchecked unless ``strict=True``. Any object with a ``validate(type, data)`` method that
 raises :class:`~outbox.errors.SchemaValidationError` can stand in for this class.
+
+A registry that cannot work fails when it is built, with :class:`~outbox.errors.ConfigError`, rather than on every
+enqueue of one event type: each schema is checked against its draft's metaschema, an unknown ``$schema`` is
+refused, and every ``$ref`` is resolved. References resolve within the schema (``#/$defs/...``, ``$id``/anchors)
+and to the JSON Schema metaschemas; remote schemas are never fetched (a write path must not depend on, or be
+steered by, a web server), so inline them under ``$defs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
 
 import jsonschema
+import referencing.jsonschema
 from jsonschema.exceptions import SchemaError
+from jsonschema.protocols import Validator
+
+# The official metaschemas as a referencing.Registry; jsonschema itself depends on it. It ships no type hints.
+from jsonschema_specifications import REGISTRY as _METASCHEMAS  # type: ignore[import-untyped]
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
 
 from outbox.errors import ConfigError, SchemaValidationError
+from outbox.validation import encode_data
+
+Schema = Mapping[str, Any] | bool
+_DEFAULT = jsonschema.Draft202012Validator
+# An empty registry: jsonschema adds the metaschemas to it and, unlike its default, never retrieves remote refs.
+_NO_RETRIEVAL: Registry[Any] = Registry()
 
 
 class SchemaRegistry(Protocol):
@@ -22,18 +43,22 @@ class SchemaRegistry(Protocol):
 
 
 class JsonSchemaRegistry:
-    """Validates event data with ``jsonschema`` (each schema's ``$schema`` picks the draft; default 2020-12)."""
+    """Validates event data with ``jsonschema`` (each schema's ``$schema`` picks the draft; default 2020-12).
 
-    def __init__(self, schemas: Mapping[str, Mapping[str, Any]], *, strict: bool = False) -> None:
+    ``schemas`` maps event types to schemas: JSON objects, or ``True``/``False`` (accept / refuse everything).
+    The data is validated in its JSON form, the one that is stored and published (a tuple is an array, an
+    ``int`` dict key is a string).
+    """
+
+    def __init__(self, schemas: Mapping[str, Schema], *, strict: bool = False) -> None:
+        if not isinstance(schemas, Mapping):
+            raise ConfigError(
+                f"JsonSchemaRegistry takes a mapping of event type to JSON Schema, got {type(schemas).__name__}"
+            )
         self.strict = strict
-        self._validators: dict[str, Any] = {}
-        for event_type, schema in schemas.items():
-            cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            try:
-                cls.check_schema(dict(schema))
-            except SchemaError as exc:
-                raise ConfigError(f"the JSON Schema registered for {event_type!r} is invalid: {exc.message}") from exc
-            self._validators[event_type] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        self._validators: dict[str, Validator] = {
+            event_type: _compile(event_type, schema) for event_type, schema in schemas.items()
+        }
 
     def validate(self, type: str, data: Any) -> None:
         validator = self._validators.get(type)
@@ -44,9 +69,65 @@ class JsonSchemaRegistry:
                     "register one or fix the type"
                 )
             return
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        instance = json.loads(encode_data(data))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+        except (Unresolvable, re.error) as exc:  # checked at construction; a draft-4 patternProperties key is not
+            raise ConfigError(f"the JSON Schema registered for {type!r} cannot be applied: {exc}") from exc
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise SchemaValidationError(
                 f"data for event type {type!r} fails its JSON Schema at {where}: {error.message}"
             )
+
+
+def _compile(event_type: object, schema: object) -> Validator:
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise ConfigError(f"JsonSchemaRegistry: event types must be non-blank strings, got {event_type!r}")
+    what = f"the JSON Schema registered for {event_type!r}"
+    if isinstance(schema, Mapping):
+        schema = dict(schema)  # the metaschema's "type": "object" accepts dicts only
+    elif not isinstance(schema, bool):
+        raise ConfigError(f"{what} must be a JSON object (a mapping) or a boolean, got {type(schema).__name__}")
+    cls = _draft(what, schema)
+    try:
+        cls.check_schema(schema)  # type: ignore[arg-type]  # the stub forgets boolean schemas
+    except SchemaError as exc:
+        raise ConfigError(f"{what} is invalid: {exc.message}") from exc
+    spec = referencing.jsonschema.specification_with(cls.META_SCHEMA["$schema"])
+    root = Resource.from_contents(schema, default_specification=spec)
+    for ref in _unresolvable_refs(_METASCHEMAS.resolver_with_root(root), root):
+        raise ConfigError(
+            f"{what} has a $ref that cannot be resolved: {ref!r}. Refer to definitions inside the schema "
+            "(e.g. '#/$defs/name'); remote schemas are not fetched, so copy them under $defs"
+        )
+    return cls(schema, registry=_NO_RETRIEVAL, format_checker=cls.FORMAT_CHECKER)
+
+
+def _draft(what: str, schema: dict[str, Any] | bool) -> type[Validator]:
+    if isinstance(schema, bool) or "$schema" not in schema:
+        return _DEFAULT
+    dialect = schema["$schema"]
+    # Without a default, validator_for warns and falls back to the latest draft for an unknown $schema.
+    found: type[Validator] | None = (
+        jsonschema.validators.validator_for(schema, default=cast(Any, None)) if isinstance(dialect, str) else None
+    )
+    if found is None:
+        raise ConfigError(
+            f"{what} names an unknown $schema {dialect!r}; use a JSON Schema draft URI such as "
+            f"{_DEFAULT.META_SCHEMA['$schema']!r}, or leave $schema out for 2020-12"
+        )
+    return found
+
+
+def _unresolvable_refs(resolver: Any, resource: Resource[Any]) -> Iterator[str]:
+    """Every ``$ref`` in ``resource`` and its subschemas that ``resolver`` cannot find (each scope's ``$id``
+    kept, as the validator would)."""
+    contents = resource.contents
+    if isinstance(contents, Mapping) and isinstance(contents.get("$ref"), str):
+        try:
+            resolver.lookup(contents["$ref"])
+        except Unresolvable:
+            yield contents["$ref"]
+    for sub in resource.subresources():
+        yield from _unresolvable_refs(resolver.in_subresource(sub), sub)

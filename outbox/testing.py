@@ -21,9 +21,11 @@ from enum import Enum
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox.config import settings
+from outbox.errors import AttributeValueError, KeyError_, OutboxError, SessionStateError, TopicError
 from outbox.event import headers_from_json, is_json_content_type
 from outbox.store.write import select_pending
 
@@ -69,8 +71,13 @@ def pending_events(
 ) -> list[PendingEvent]:
     """Pending events visible to ``target``, in id order, optionally filtered (``key=None`` means null keys).
 
-    A session is flushed first, so auto-events of unflushed changes are included.
+    A session is flushed first, so auto-events of unflushed changes are included. Bad arguments raise an
+    :class:`~outbox.errors.OutboxError` before any SQL, so they never abort the test's transaction.
     """
+    _check_target(target)
+    kf = _key_filter(key)
+    _check_text("topic", topic, TopicError)
+    _check_text("type", type, AttributeValueError)
     if not target.in_transaction():
         # Read in a short transaction of our own rather than leave one begun behind the caller's back.
         with target.begin():
@@ -80,7 +87,6 @@ def pending_events(
         conn = target.connection()
     else:
         conn = target
-    kf: bytes | bool | None = True if key is ANY else (key.encode() if isinstance(key, str) else key)
     rows = select_pending(conn, schema=settings().schema, topic=topic, type_=type, key=kf)
     return [
         PendingEvent(
@@ -91,6 +97,50 @@ def pending_events(
         )
         for r in rows
     ]
+
+
+def _check_target(target: object) -> None:
+    if isinstance(target, AsyncSession | AsyncConnection):
+        raise SessionStateError(
+            f"outbox.testing reads through a sync Session or Connection; with an {type(target).__name__} call it "
+            "through run_sync, e.g. await session.run_sync(lambda s: assert_enqueued(s, ...))"
+        )
+    if not isinstance(target, Session | sa.Connection):
+        raise SessionStateError(
+            f"outbox.testing needs a SQLAlchemy Session or Connection (the test's own transaction), got "
+            f"{type(target).__name__}; for an Engine, use engine.connect()"
+        )
+
+
+def _key_filter(key: object) -> bytes | bool | None:
+    """The key as ``select_pending`` takes it: ``True`` for any key, ``None`` for null keys, else the bytes."""
+    if key is ANY:
+        return True
+    if key is None or isinstance(key, bytes):
+        return key
+    if not isinstance(key, str):
+        raise KeyError_(f"the key filter must be str, bytes, None (null keys) or testing.ANY, got {key!r}")
+    try:
+        return key.encode()
+    except UnicodeEncodeError as exc:
+        raise KeyError_(f"the key filter {key!r} is not valid Unicode (a lone surrogate); no key can match it") from exc
+
+
+def _check_text(name: str, value: object, error: type[OutboxError]) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise error(f"the {name} filter must be a str or None, got {value!r}")
+    if "\x00" in value or not _encodes(value):
+        raise error(f"the {name} filter {value!r} contains NUL or a lone surrogate; no stored {name} can match it")
+
+
+def _encodes(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def assert_enqueued(
