@@ -101,11 +101,12 @@ def _check_text(name: str, value: object, *, optional: bool = False) -> None:
         raise AttributeValueError(f"{name} is empty; give a non-blank value")
     if "\x00" in value:
         raise AttributeValueError(f"{name} contains a NUL character (\\u0000), which Postgres text rejects")
-    if not value.isascii() and not _utf8_encodable(value):  # isascii() is O(1): the common case stops there
+    if not value.isascii() and not utf8_encodable(value):  # isascii() is O(1): the common case stops there
         raise AttributeValueError(f"{name} {_head(value)} is not valid Unicode (a lone surrogate); fix the text")
 
 
-def _utf8_encodable(value: str) -> bool:
+def utf8_encodable(value: str) -> bool:
+    """False for text Postgres and Kafka cannot take: a lone surrogate has no UTF-8 form."""
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -165,7 +166,7 @@ def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
             raise HeaderError(f"header name must be a non-empty str, got {name!r}")
         if "\x00" in name:
             raise HeaderError(f"header name {name!r} contains a NUL character")
-        if not name.isascii() and not _utf8_encodable(name):
+        if not name.isascii() and not utf8_encodable(name):
             raise HeaderError(f"header name {_head(name)} is not valid Unicode (a lone surrogate); fix it")
         low = name.lower()
         if low in RESERVED_NAMES or low.startswith(RESERVED_PREFIXES):
@@ -176,7 +177,7 @@ def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:
         if isinstance(value, str):
             if "\x00" in value:
                 raise HeaderError(f"header {name!r}: a str value cannot contain NUL; pass bytes instead")
-            if not value.isascii() and not _utf8_encodable(value):
+            if not value.isascii() and not utf8_encodable(value):
                 raise HeaderError(f"header {name!r}: the value is not valid Unicode (a lone surrogate); fix it or "
                                   "pass bytes")
         elif not isinstance(value, bytes):

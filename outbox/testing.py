@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from outbox.config import settings
 from outbox.errors import AttributeValueError, KeyError_, OutboxError, SessionStateError, TopicError
-from outbox.event import headers_from_json, is_json_content_type
+from outbox.event import headers_from_json, is_json_content_type, utf8_encodable
 from outbox.store.write import select_pending
 
 
@@ -131,16 +131,8 @@ def _check_text(name: str, value: object, error: type[OutboxError]) -> None:
         return
     if not isinstance(value, str):
         raise error(f"the {name} filter must be a str or None, got {value!r}")
-    if "\x00" in value or not _encodes(value):
+    if "\x00" in value or not utf8_encodable(value):
         raise error(f"the {name} filter {value!r} contains NUL or a lone surrogate; no stored {name} can match it")
-
-
-def _encodes(value: str) -> bool:
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def assert_enqueued(
