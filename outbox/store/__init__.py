@@ -5,7 +5,9 @@
 * ``store.inbox``     consumer-side acknowledgements (inbox rows) and subscriptions
 * ``store.audit``     reconciler digests, drill-down, checkpoints, trace
 * ``store.audit_copies`` reconciler: copies from other Kafka positions, audited replays
-* ``store.ops``       replay, DLQ management, prune
+* ``store.ops``       replay, and the re-queue helpers it shares with ``store.dead_letters``
+* ``store.dead_letters`` DLQ management: list, show, retry, discard
+* ``store.prune``     retention: delete published rows every subscribed group's checkpoint covers
 
 Driver errors are translated here, once, by :func:`translate_errors`.
 """

@@ -27,6 +27,7 @@ from outbox.errors import ConfigError, OutboxError, PermissionDeniedError
 from outbox.schema import translate_map
 from outbox.store import ops as store
 from outbox.store import translate_errors
+from outbox.store.prune import prune_batch, prune_plan
 from outbox.store.roles import Role, role_name, roles_sql
 from relay import dburl
 from relay.causes import cause_lines
@@ -218,7 +219,7 @@ def prune(
     with run_guard():
         engine = make_engine(database_url, schema)
         with engine.connect() as conn:
-            plan = store.prune_plan(conn, cutoff)
+            plan = prune_plan(conn, cutoff)
         out.print(f"published before {cutoff.isoformat(timespec='seconds')}: {plan.eligible} covered by "
                   f"reconcile checkpoints (prunable), {plan.uncovered} not yet covered (kept)")
         if dry_run or plan.eligible == 0 or plan.id_ceiling is None:
@@ -226,7 +227,7 @@ def prune(
             return
         ceiling = plan.id_ceiling
         n = run_batches(engine, "prune", plan.eligible,
-                        lambda c, after: store.prune_batch(c, cutoff, ceiling, after, batch_size))
+                        lambda c, after: prune_batch(c, cutoff, ceiling, after, batch_size))
         out.print(f"deleted {n} events")
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from outbox.config import DEFAULT_SHARDS
-from outbox.store import ops as store
+from outbox.store import dead_letters as store
 from relay.cli.ops import EXIT_CHECK_FAILED, actor_name, key_text, make_engine, out, print_json, run_guard
 from relay.cli.ops_args import BIGINT_MAX, SHARDS_DEFAULT, Actor, DbUrl, Schema, Shards, shard_count
 

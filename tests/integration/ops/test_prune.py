@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from outbox.schema import reconcile_checkpoint, subscription
-from outbox.store import ops
+from outbox.store import ops, prune
 from tests.integration.ops.conftest import Cli, Db, uid
 
 
@@ -66,7 +66,7 @@ def test_retention_keeps_recent_rows_and_no_checkpoint_means_nothing_goes(db: Db
     assert res.exit_code == 0 and "0 covered" in res.stdout and "nothing to prune" in res.stdout
     _checkpoint(db, "g", evs[0].id, evs[-1].id)
     with db.engine.connect() as conn:
-        plan = ops.prune_plan(conn, datetime.now(UTC) - timedelta(days=2))
+        plan = prune.prune_plan(conn, datetime.now(UTC) - timedelta(days=2))
     assert plan.eligible == 0, "published 1 day ago is inside a 2-day retention"
     res = cli("prune", "--older-than", "2d", url=db.url)
     assert res.exit_code == 0 and "nothing to prune" in res.stdout
@@ -92,9 +92,9 @@ def test_a_replayed_row_is_not_pruned_until_published_again(db: Db) -> None:
         ops.replay_batch(conn, sel, audit, 0, 10, shards=8)
     cutoff = datetime.now(UTC)
     with db.engine.begin() as conn:
-        ceiling = ops.prune_ceiling(conn)
+        ceiling = prune.prune_ceiling(conn)
         assert ceiling is not None
-        gone = ops.prune_batch(conn, cutoff, ceiling, 0, 100)
+        gone = prune.prune_batch(conn, cutoff, ceiling, 0, 100)
     assert gone == [evs[1].id]
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM outbox.event")).scalar() == 1

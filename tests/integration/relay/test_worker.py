@@ -228,7 +228,7 @@ def test_floor_waits_for_a_transaction_whose_xid_is_above_every_completed_one(fr
 
 def test_dlq_retry_and_replay_below_the_floor_are_claimed_in_key_order(fresh_db: str, store: RelayStore,
                                                                       topic: str) -> None:
-    from outbox.store import ops
+    from outbox.store import dead_letters, ops
 
     write_events(fresh_db, topic, 800, keys=16)
     poison = int(scalar(fresh_db, "SELECT min(id) FROM outbox.event WHERE key = 'k2'"))  # type: ignore[arg-type]
@@ -246,7 +246,8 @@ def test_dlq_retry_and_replay_below_the_floor_are_claimed_in_key_order(fresh_db:
     with eng.begin() as c:
         dl = int(c.execute(sa.text("SELECT id FROM outbox.dead_letter WHERE event_pk = :p"),
                            {"p": poison}).scalar_one())
-        assert ops.resolve_dead_letter(c, dl, ops.Resolution.RETRIED, "test", shards=SHARDS) is ops.ResolveOutcome.DONE
+        assert dead_letters.resolve_dead_letter(c, dl, dead_letters.Resolution.RETRIED, "test",
+                                              shards=SHARDS) is dead_letters.ResolveOutcome.DONE
     r.drain(fresh_db)
     assert pending(fresh_db) == 0
     published_once(k, fresh_db)
