@@ -129,7 +129,7 @@ def serve(settings: RelaySettings) -> int:
         return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc,
                     detail=f"last librdkafka error: {last}" if last else None)
     sup = Supervisor(settings, store,
-                     transport_factory=lambda shard: kafka.KafkaTransport(settings, shard), checkpoints=checkpoints,
+                     transport_factory=lambda shard: kafka.shard_transport(settings, shard), checkpoints=checkpoints,
                      housekeeping=_malloc_trim)
     http = None
     if settings.http_port >= 0:

@@ -95,8 +95,14 @@ class RelaySettings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------------------------
     transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")
-    """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>``. Default ``outbox-relay``.
-    Must be the same on every instance (it is the Kafka-side fencing token) and unique per outbox database."""
+    """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>`` (and ``<prefix>-<shard>.1``
+    for a shard's second producer). Default ``outbox-relay``. Must be the same on every instance (it is the
+    Kafka-side fencing token) and unique per outbox database."""
+    producers_per_shard: int = Field(2, ge=1, le=2)
+    """OUTBOX_RELAY_PRODUCERS_PER_SHARD (1 or 2, default 2): a shard's transactions alternate between this many
+    producers, so the next one never waits for the broker to finish the last one's commit markers (Kafka answers
+    CONCURRENT_TRANSACTIONS and librdkafka retries 20 ms later). Takeovers fence both ids whatever the value
+    (docs/decisions/017)."""
     checkpoint_topic: TopicName = Field("outbox-relay-checkpoints", pattern=r"^[A-Za-z0-9._-]{1,249}$")
     """OUTBOX_RELAY_CHECKPOINT_TOPIC: compacted topic holding each shard's last committed batch, created at
     start if missing (one partition per shard). Default ``outbox-relay-checkpoints``."""
@@ -195,8 +201,8 @@ class RelaySettings(BaseSettings):
         """The URL with the psycopg 3 driver, whatever spelling the user gave."""
         return dburl.database_url(self.database_url)
 
-    def transactional_id(self, shard: int) -> str:
-        return f"{self.transactional_id_prefix}-{shard}"
+    def transactional_id(self, shard: int, lane: int = 0) -> str:
+        return f"{self.transactional_id_prefix}-{shard}" + (f".{lane}" if lane else "")
 
     def env_name(self, field: str) -> str:
         """The environment variable behind ``field`` (for error messages)."""

@@ -49,7 +49,7 @@ def _call(doing: str, fn: Any, *args: Any) -> Any:
         raise translate(exc.args[0], doing) from exc
 
 
-def producer_config(settings: RelaySettings, shard: int) -> dict[str, Any]:
+def producer_config(settings: RelaySettings, shard: int, lane: int = 0) -> dict[str, Any]:
     """The producer settings of DESIGN §4 (tuned in bench/relay.py); passthrough keys override tuning ones."""
     cfg: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
@@ -65,7 +65,7 @@ def producer_config(settings: RelaySettings, shard: int) -> dict[str, Any]:
         "log_level": 4,
     }
     cfg.update(settings.kafka_extra)
-    cfg.update({"transactional.id": settings.transactional_id(shard), "enable.idempotence": True, "acks": "all"})
+    cfg.update({"transactional.id": settings.transactional_id(shard, lane), "enable.idempotence": True, "acks": "all"})
     return cfg
 
 

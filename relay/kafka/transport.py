@@ -23,11 +23,11 @@ _ADVISED_LOCK = threading.Lock()
 class KafkaTransport:
     """One shard's transactional producer. Never waits per message: deliveries are collected at flush()."""
 
-    def __init__(self, settings: RelaySettings, shard: int) -> None:
+    def __init__(self, settings: RelaySettings, shard: int, lane: int = 0) -> None:
         self._timeout = settings.kafka_timeout_s
         self._checkpoint_topic = settings.checkpoint_topic
-        self._tid = settings.transactional_id(shard)
-        self._config = producer_config(settings, shard)
+        self._tid = settings.transactional_id(shard, lane)
+        self._config = producer_config(settings, shard, lane)
         self._producer = Producer(self._config, logger=_client_log)
         self._raw: list[tuple[int, KafkaError | None, int, int]] = []
         self._shards = settings.shards

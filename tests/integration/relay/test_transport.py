@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from outbox.errors import FencedError
 from relay.config import RelaySettings
-from relay.kafka import KafkaTransport
+from relay.kafka import KafkaTransport, LaneTransport, shard_transport
 from relay.ports import OutRecord
 
 
@@ -73,3 +73,35 @@ def test_init_fences_an_owner_killed_mid_transaction_without_waiting_out_librdka
     new.close()
     dead.close()
 
+
+
+def _one(t: LaneTransport, topic: str, ref: int, value: bytes, *, commit: bool = True) -> None:
+    t.begin()
+    t.send(OutRecord(ref=ref, topic=topic, key=b"k", value=value, headers=()))
+    assert t.flush()[0].error is None
+    if commit:
+        t.commit()
+
+
+@pytest.mark.parametrize("new_lanes", [2, 1])
+def test_a_takeover_fences_a_zombie_whose_open_transaction_is_on_the_second_producer(
+        bootstrap: str, topic: str, new_lanes: int) -> None:
+    # The zombie ran with two producers per shard (decision 017): its first batch committed on lane 0, its
+    # second is open on lane 1. The new owner, with either setting, must fence lane 1 too, or that batch could
+    # still commit after the new owner re-sent it.
+    s = _settings(bootstrap)
+    zombie = shard_transport(s, 0)
+    zombie.init()
+    _one(zombie, topic, 1, b"zombie batch 1")
+    _one(zombie, topic, 2, b"zombie batch 2, open on lane 1", commit=False)
+    assert zombie.current == 1
+
+    new = shard_transport(s.model_copy(update={"producers_per_shard": new_lanes}), 0)
+    new.init()
+    with pytest.raises(FencedError):
+        zombie.commit()
+    _one(new, topic, 3, b"new owner")
+    _one(new, topic, 4, b"new owner again")
+    assert _committed(bootstrap, topic) == [b"zombie batch 1", b"new owner", b"new owner again"]
+    new.close()
+    zombie.close()

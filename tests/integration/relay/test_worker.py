@@ -15,7 +15,9 @@ from outbox.errors import KafkaUnavailableError, LeaseLostError
 from outbox.store.relay import RelayStore
 from relay.config import RelaySettings
 from relay.faults import Faults
+from relay.kafka.lanes import LaneTransport
 from relay.metrics import Metrics
+from relay.ports import Transport
 from relay.worker import Exit, ShardWorker
 from tests.integration.relay.harness import pending, scalar, write_events
 from tests.unit.relay.fakes import FakeCheckpointLog, FakeKafka, FakeTransport
@@ -41,11 +43,16 @@ def settings(url: str, **kw: object) -> RelaySettings:
 class Relay:
     """All shards' workers of one instance, driven by run_once (no threads)."""
 
-    def __init__(self, store: RelayStore, s: RelaySettings, kafka: FakeKafka) -> None:
+    def __init__(self, store: RelayStore, s: RelaySettings, kafka: FakeKafka, lanes: int = 1) -> None:
         self.kafka = kafka
         got = store.acquire(s.instance_id, list(range(SHARDS)), 30)
-        self.workers = [ShardWorker(sh, got[sh], settings=s, store=store,
-                                    transport_factory=lambda sh: FakeTransport(kafka, sh),
+
+        def transport(sh: int) -> Transport:  # with two lanes, a shard's transactions alternate (ADR 017)
+            if lanes == 1:
+                return FakeTransport(kafka, sh)
+            return LaneTransport([FakeTransport(kafka, sh * 10 + n) for n in range(lanes)])
+
+        self.workers = [ShardWorker(sh, got[sh], settings=s, store=store, transport_factory=transport,
                                     checkpoints=FakeCheckpointLog(kafka), metrics=Metrics(), faults=Faults())
                         for sh in range(SHARDS)]
 
@@ -66,45 +73,52 @@ def published_once(kafka: FakeKafka, url: str) -> None:
     assert marked == set(ids)
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_commit_whose_ack_was_lost_is_marked_from_the_checkpoint_not_resent(fresh_db: str, store: RelayStore,
+                                                                             lanes: int,
                                                                              topic: str) -> None:
     write_events(fresh_db, topic, 120, keys=12)
     k = FakeKafka(fail_commit=[KafkaUnavailableError("lost-ack: commit timed out")])
-    r = Relay(store, settings(fresh_db), k)
+    r = Relay(store, settings(fresh_db), k, lanes)
     r.drain(fresh_db)
     assert pending(fresh_db) == 0
     published_once(k, fresh_db)
     assert k.inits > SHARDS, "the worker re-initialised its producer after the unknown commit"
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_recovery_that_cannot_learn_the_checkpoint_end_publishes_nothing_until_it_can(
-        fresh_db: str, store: RelayStore, topic: str) -> None:
+        fresh_db: str, store: RelayStore, lanes: int, topic: str) -> None:
     # A committed batch whose ack was lost, then the re-initialised producer's recovery probe fails twice (the
     # checkpoint partition's leader is gone): the worker must not claim before a probe succeeds and recovery has
     # marked that batch, or it would send it again.
     write_events(fresh_db, topic, 120, keys=12)
     k = FakeKafka(fail_commit=[KafkaUnavailableError("lost-ack: commit timed out")], probe_failures_after_lost_ack=2)
-    r = Relay(store, settings(fresh_db), k)
+    r = Relay(store, settings(fresh_db), k, lanes)
     r.drain(fresh_db)
     assert pending(fresh_db) == 0
     published_once(k, fresh_db)
     assert not k.fail_probe and k.inits >= SHARDS + 3, "the re-init's probe failed twice, then recovery ran"
 
 
-def test_transient_commit_failure_is_retried_without_loss(fresh_db: str, store: RelayStore, topic: str) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_transient_commit_failure_is_retried_without_loss(fresh_db: str, store: RelayStore, lanes: int,
+                                                          topic: str) -> None:
     write_events(fresh_db, topic, 100, keys=7)
     k = FakeKafka(fail_commit=[KafkaUnavailableError("broker down")] * 3)
-    Relay(store, settings(fresh_db), k).drain(fresh_db)
+    Relay(store, settings(fresh_db), k, lanes).drain(fresh_db)
     assert pending(fresh_db) == 0
     published_once(k, fresh_db)
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 def test_poison_row_is_dead_lettered_its_key_held_and_other_keys_flow(fresh_db: str, store: RelayStore,
+                                                                     lanes: int,
                                                                      topic: str) -> None:
     write_events(fresh_db, topic, 60, keys=6)
     poison = int(scalar(fresh_db, "SELECT min(id) FROM outbox.event WHERE key = 'k2'"))  # type: ignore[arg-type]
     k = FakeKafka(broker_refuse={poison})
-    Relay(store, settings(fresh_db), k).drain(fresh_db)
+    Relay(store, settings(fresh_db), k, lanes).drain(fresh_db)
     dead = scalar(fresh_db, "SELECT count(*) FROM outbox.dead_letter WHERE event_pk = %s AND attempts = 3 "
                             "AND reason LIKE '%%TOO_LARGE%%'", poison)
     assert dead == 1
