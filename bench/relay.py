@@ -92,6 +92,10 @@ class Relay:
         except OSError:
             return ""
 
+    def metrics_text(self) -> str:
+        """The relay's /metrics page (empty if it cannot be read)."""
+        return self._get("/metrics")
+
     def metric(self, name: str) -> float:
         total = 0.0
         for line in self._get("/metrics").splitlines():

@@ -100,7 +100,7 @@ class RelaySettings(BaseSettings):
     Kafka-side fencing token) and unique per outbox database."""
     producers_per_shard: int = Field(2, ge=1, le=2)
     """OUTBOX_RELAY_PRODUCERS_PER_SHARD (1 or 2, default 2): a shard's transactions alternate between this many
-    producers, so the next one never waits for the broker to finish the last one's commit markers (Kafka answers
+    producers, so the next one rarely waits for the broker to finish the last one's commit markers (Kafka answers
     CONCURRENT_TRANSACTIONS and librdkafka retries 20 ms later). Takeovers fence both ids whatever the value
     (docs/decisions/017)."""
     checkpoint_topic: TopicName = Field("outbox-relay-checkpoints", pattern=r"^[A-Za-z0-9._-]{1,249}$")

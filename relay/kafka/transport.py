@@ -46,8 +46,9 @@ class KafkaTransport:
         aborts the dead owner's transaction (tens of ms), and librdkafka asks again only after a fixed 500 ms:
         measured 0.57 or 1.02 s per takeover, a fifth of the failover budget. So ask with short deadlines first,
         and on a timeout replace the producer (its retry timer cannot be shortened) and ask again: 0.17-0.3 s.
-        A replaced producer whose request still lands later only fences this one; probe_end() then fails as
-        fenced and the worker initialises again, so the race costs time, never correctness.
+        A replaced producer whose request still lands later only fences this one; its next call (the recovery
+        probe, or the first batch on this lane) then fails as fenced and the worker initialises again, so the
+        race costs time, never correctness.
         """
         doing = f"initialising transactions for {self._tid}"
         self.init_attempts = 0

@@ -129,5 +129,8 @@ class FakeCheckpointLog:
         return shard
 
     def read_last(self, shard: int, end: int) -> bytes | None:
+        # The last checkpoint in commit order, where the real reader takes the highest offset below `end`: the
+        # two agree only because a shard's batches never overlap. Checkpoint-order bugs across a shard's two
+        # producers (ADR 017) are the integration and fault tests' to catch, not this fake's.
         got = self.k.checkpoints.get(str(shard).encode())  # the exact key, like the real reader
         return got[-1] if got else None
