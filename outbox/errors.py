@@ -17,7 +17,8 @@ when it is raised and what to do about it.
     │   └── AttributeValueError       CloudEvents attributes: type, source, subject, id, time
     ├── SessionStateError             enqueue on a closed, committed or inactive session/connection
     ├── ConfigError                   a bad configuration value (names the variable)
-    │   └── TimeParseError            a time or duration a user typed is malformed or out of range
+    │   ├── TimeParseError            a time or duration a user typed is malformed or out of range
+    │   └── OutboxCollisionError      two outboxes share Kafka-side state (transactional ids, checkpoints)
     ├── StoreError                    the database failed; the cause is chained
     │   ├── DatabaseUnavailableError  could not connect / connection lost (transient)
     │   ├── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
@@ -82,6 +83,11 @@ class ConfigError(OutboxError, ValueError):
 
 class TimeParseError(ConfigError):
     """A time or duration is malformed or out of range; the message quotes it and says what is accepted."""
+
+
+class OutboxCollisionError(ConfigError):
+    """Another outbox's Kafka state was found under this relay's transactional ids: give each outbox its own
+    OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX (or leave it unset: the default is derived from the outbox)."""
 
 
 class StoreError(OutboxError):

@@ -94,10 +94,17 @@ class RelaySettings(BaseSettings):
     a lease only past TTL - heartbeat (docs/decisions/011)."""
 
     # --- Kafka -------------------------------------------------------------------------------------------
-    transactional_id_prefix: str = Field("outbox-relay", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    transactional_id_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
     """OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: ``transactional.id = <prefix>-<shard>`` (and ``<prefix>-<shard>.1``
-    for a shard's second producer). Default ``outbox-relay``. Must be the same on every instance (it is the
-    Kafka-side fencing token) and unique per outbox database."""
+    for a shard's second producer). Default ``outbox-relay-<outbox id>``, derived from the outbox's identity (its
+    Postgres system identifier, database and schema: relay/identity.py), so two outboxes sharing a Kafka cluster
+    never share an id. When set, it must be the same on every instance of one outbox (it is the Kafka-side
+    fencing token) and different for every other outbox: a relay that finds another outbox's checkpoint under
+    its ids refuses to act on it (exit 3)."""
+    outbox_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """OUTBOX_RELAY_OUTBOX_ID: pins the outbox's identity, which is otherwise derived from the database (read at
+    start). Only for an outbox moved to another Postgres cluster by dump and restore (a new system identifier):
+    set it to the identity the relay logged before the move, so its Kafka state stays its own. Default unset."""
     producers_per_shard: int = Field(2, ge=1, le=2)
     """OUTBOX_RELAY_PRODUCERS_PER_SHARD (1 or 2, default 2): a shard's transactions alternate between this many
     producers, so the next one rarely waits for the broker to finish the last one's commit markers (Kafka answers
@@ -202,7 +209,18 @@ class RelaySettings(BaseSettings):
         return dburl.database_url(self.database_url)
 
     def transactional_id(self, shard: int, lane: int = 0) -> str:
-        return f"{self.transactional_id_prefix}-{shard}" + (f".{lane}" if lane else "")
+        return f"{self.id_prefix}-{shard}" + (f".{lane}" if lane else "")
+
+    @property
+    def id_prefix(self) -> str:
+        """The transactional-id prefix in force: the setting, else derived from the outbox identity (only known
+        once the database answered: ``relay.identity.resolve`` fills it in)."""
+        if self.transactional_id_prefix:
+            return self.transactional_id_prefix
+        if self.outbox_id is None:
+            raise RuntimeError("the outbox identity is not resolved yet: call relay.identity.resolve(settings, "
+                               "store) before using Kafka")
+        return f"outbox-relay-{self.outbox_id}"
 
     def env_name(self, field: str) -> str:
         """The environment variable behind ``field`` (for error messages)."""
