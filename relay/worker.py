@@ -55,6 +55,7 @@ class Result:
 class Exit(Enum):
     STOPPED = "stopped"  # asked to stop (shutdown or rebalance)
     LEASE_LOST = "lease_lost"  # another instance owns the shard now
+    COLLISION = "collision"  # another outbox's checkpoint under our ids: the process must stop (exit 3)
 
 
 class ShardWorker:
