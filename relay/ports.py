@@ -76,7 +76,12 @@ class CheckpointLog(Protocol):
 
     def partition_for(self, shard: int) -> int: ...
 
-    def read_last(self, shard: int, end: int) -> bytes | None:
-        """The value of the shard's last committed checkpoint below offset ``end`` (from ``probe_end``), or
-        None if it has none. Raises KafkaUnavailableError rather than answer from a partial read."""
+    def read_last(self, shard: int, end: int, key: bytes) -> bytes | None:
+        """The value of the last committed record with ``key`` in the shard's partition below offset ``end``
+        (from ``probe_end``), or None if it has none. Raises KafkaUnavailableError rather than answer from a
+        partial read."""
+        ...
+
+    def event_ids_at(self, positions: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], str]:
+        """The event id header of the committed record at each (topic, partition, offset) that has one."""
         ...

@@ -39,7 +39,7 @@ class Published:
     commit_s: float = 0.0  # checkpoint + commit_transaction
 
 
-def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, epoch: int, owner: str,
+def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, epoch: int, writer: checkpoint.Writer,
                   checkpoint_partition: int, faults: Faults, sent: Callable[[], None] | None = None,
                   clock: Callable[[], float] = time.monotonic) -> Published:
     """Publish ``rows`` (in id order) in one transaction, consuming the list: each row (and its payload) is
@@ -50,8 +50,7 @@ def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, e
     state is unknown)."""
     try:
         transport.begin()
-        transport.send_checkpoint(checkpoint_partition, checkpoint.opening_key_for(shard),
-                                  checkpoint.opening(shard, epoch))
+        transport.send_checkpoint(checkpoint_partition, writer.opening_key, checkpoint.opening(shard, epoch))
         refused, n_sent = _send_all(transport, rows, faults)
     finally:
         if sent is not None:
@@ -59,7 +58,7 @@ def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, e
     if n_sent == 0:
         transport.abort()
         return Published(refused=refused)
-    return _finish(transport, refused, shard=shard, epoch=epoch, owner=owner,
+    return _finish(transport, refused, shard=shard, epoch=epoch, writer=writer,
                    checkpoint_partition=checkpoint_partition, clock=clock)
 
 
@@ -90,7 +89,7 @@ def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults) -> t
     return refused, sent
 
 
-def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch: int, owner: str,
+def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch: int, writer: checkpoint.Writer,
             checkpoint_partition: int, clock: Callable[[], float]) -> Published:
     t0 = clock()
     deliveries = transport.flush()
@@ -106,8 +105,7 @@ def _finish(transport: Transport, refused: dict[int, str], *, shard: int, epoch:
         transport.abort()
         return Published(refused=refused, suspects=suspects)
     marks = tuple(Mark(d.ref, d.partition, d.offset) for d in deliveries)
-    transport.send_checkpoint(checkpoint_partition, checkpoint.key_for(shard),
-                              checkpoint.encode(shard, epoch, owner, marks))
+    transport.send_checkpoint(checkpoint_partition, writer.key, writer.record(shard, epoch, marks))
     transport.commit()
     return Published(marks=marks, refused=refused, flush_s=flushed - t0, commit_s=clock() - flushed)
 

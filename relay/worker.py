@@ -23,10 +23,11 @@ from outbox.errors import (
     FencedError,
     KafkaUnavailableError,
     LeaseLostError,
+    OutboxCollisionError,
     PublishError,
 )
 from outbox.store.relay import Mark, RelayStore
-from relay import checkpoint, tracing
+from relay import checkpoint, identity, tracing
 from relay.config import RelaySettings
 from relay.config_values import BrokenMode, KillPoint
 from relay.faults import Faults
@@ -69,6 +70,8 @@ class ShardWorker:
         self._metrics, self._faults, self._clock = metrics, faults, clock
         self._transport: Transport | None = None
         self._unmarked: tuple[Mark, ...] = ()
+        self._identity: identity.OutboxIdentity | None = None
+        self.fatal: OutboxCollisionError | None = None  # why the worker stopped the process (Exit.COLLISION)
         self._suspects: dict[int, str] = {}
         self._label = str(shard)
         # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
@@ -105,10 +108,14 @@ class ShardWorker:
         return t
 
     def _recover(self, t: Transport, began: float) -> int:
+        writer = self._writer()
         partition = self._checkpoints.partition_for(self.shard)
         inited = self._clock()
-        end = t.probe_end(partition, checkpoint.opening_key_for(self.shard), checkpoint.probe(self.shard, self.epoch))
-        value = self._checkpoints.read_last(self.shard, end)
+        end = t.probe_end(partition, writer.opening_key, checkpoint.probe(self.shard, self.epoch))
+        value = self._checkpoints.read_last(self.shard, end, writer.key)
+        legacy = value is None
+        if legacy:  # no checkpoint of this version yet: the last one may predate outbox identities
+            value = self._checkpoints.read_last(self.shard, end, checkpoint.legacy_key_for(self.shard))
         # Where a takeover's time goes (init fences the old producer; probe + read find its last batch): the
         # failover budget is spent here, so every recovery line carries it.
         took = {"init_ms": round((inited - began) * 1000), "read_ms": round((self._clock() - inited) * 1000)}
@@ -116,18 +123,54 @@ class ShardWorker:
             log.info("recovery: the shard has no checkpoint", extra={"shard": self.shard, "below_offset": end, **took})
             return 0
         cp = checkpoint.decode(value)
-        n = self._store.mark_published(self.shard, self.owner, self.epoch, cp.marks)
+        marks = self._legacy_marks(cp) if legacy else self._own_marks(cp, writer)
+        n = self._store.mark_published(self.shard, self.owner, self.epoch, marks) if marks else 0
         self._unmarked = ()
         if n:
             self._metrics.recovered.inc(n)
             self._metrics.published.labels(self._label).inc(n)
             log.info("recovered the last committed batch without re-sending",
-                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner, **took})
+                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner,
+                            "checkpoint_version": checkpoint.LEGACY_VERSION if legacy else checkpoint.VERSION,
+                            **took})
         else:  # one line per (re)initialisation: an audit trail of what recovery saw, also when all is settled
             log.info("recovery: the last committed batch was already marked",
                      extra={"shard": self.shard, "rows": len(cp.marks), "from_epoch": cp.epoch, "below_offset": end,
                             **took})
         return n
+
+    def _writer(self) -> checkpoint.Writer:
+        if self._identity is None:  # one query per worker: the identity never changes while the process runs
+            self._identity = identity.read(self.s, self._store)
+        return checkpoint.Writer(self._identity, self.s.transactional_id(self.shard), self.owner)
+
+    def _own_marks(self, cp: checkpoint.Checkpoint, writer: checkpoint.Writer) -> tuple[Mark, ...]:
+        """The checkpoint's marks if this outbox wrote it; another outbox's record under our key means two
+        outboxes share transactional ids: acting on it would mark our rows with its offsets (a silent loss)."""
+        if cp.outbox == writer.outbox.id:
+            return cp.marks
+        raise OutboxCollisionError(
+            f"the checkpoint of shard {self.shard} under transactional id {writer.transactional_id!r} (topic "
+            f"{self.s.checkpoint_topic!r}) was written by another outbox, {cp.origin}, while this relay publishes "
+            f"outbox {writer.outbox.describe()}: two outboxes share OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX="
+            f"{self.s.id_prefix!r}. Give each outbox its own prefix, or unset it on both (the default is derived "
+            f"from the outbox); nothing was marked")
+
+    def _legacy_marks(self, cp: checkpoint.Checkpoint) -> tuple[Mark, ...]:
+        """A version-1 checkpoint names no outbox, and every outbox of the cluster wrote that key: act only on
+        the marks of still-pending rows whose Kafka record at that position carries the row's own event id."""
+        pending = self._store.pending_events([m.id for m in cp.marks])
+        wanted = [m for m in cp.marks if m.id in pending]
+        if not wanted:
+            return ()
+        found = self._checkpoints.event_ids_at([(pending[m.id][0], m.partition, m.offset) for m in wanted])
+        ours = tuple(m for m in wanted if found.get((pending[m.id][0], m.partition, m.offset)) == pending[m.id][1])
+        if len(ours) != len(wanted):
+            log.warning("recovery: a checkpoint of the previous format names rows this outbox has not published "
+                        "at positions where Kafka holds other events: it belongs to another outbox and is ignored",
+                        extra={"shard": self.shard, "rows": len(wanted), "matching": len(ours)})
+            return ()
+        return ours
 
     def _drop_transport(self) -> None:
         t, self._transport = self._transport, None
@@ -175,7 +218,7 @@ class ShardWorker:
                 self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
             # One PRODUCER span per transaction, linked to each event's writer trace (no-op without an SDK).
             with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
-                out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, owner=self.owner,
+                out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, writer=self._writer(),
                                     checkpoint_partition=self._checkpoints.partition_for(self.shard),
                                     faults=self._faults, sent=release, clock=self._clock)
         except PublishError:
@@ -265,6 +308,10 @@ class ShardWorker:
                     continue  # only reached when stopping during a retry
                 except LeaseLostError:
                     return Exit.LEASE_LOST
+                except OutboxCollisionError as exc:
+                    self.fatal = exc
+                    log.error(str(exc), extra={"shard": self.shard})  # noqa: TRY400 - the message says it all
+                    return Exit.COLLISION
                 except FencedError as exc:
                     self._drop_transport()
                     if not self._owns():

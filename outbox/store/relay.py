@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from outbox.errors import LeaseLostError
 from outbox.schema import dead_letter, event, relay_lease, relay_requeue, translate_map
 from outbox.store.relay_leases import LeaseQueries, relay_db
+from outbox.store.relay_recovery import RecoveryQueries
 from outbox.store.relay_status import HeldKey, Instance, Lease, ShardBacklog, Status, StatusQueries, Stranded
 
 __all__ = ["NO_SNAPSHOT", "ClaimSnapshot", "HeldKey", "Instance", "Lease", "Mark", "PendingRow", "RelayStore",
@@ -132,7 +133,7 @@ def _build_mark() -> sa.Update:
 _MARK = _build_mark()
 
 
-class RelayStore(StatusQueries, LeaseQueries):
+class RelayStore(StatusQueries, LeaseQueries, RecoveryQueries):
     """The relay's view of the outbox database (status queries in ``outbox.store.relay_status``)."""
 
     def __init__(self, engine: sa.Engine, schema: str = "outbox") -> None:

@@ -44,13 +44,6 @@ class LeaseQueries:
     _engine: sa.Engine
 
     # --- leases ------------------------------------------------------------------------------------------
-    def cluster_identity(self) -> tuple[str, str]:
-        """(Postgres system identifier, database name): with the schema, what makes an outbox unique."""
-        with relay_db("reading the database identity"), self._engine.connect() as c:
-            row = c.execute(sa.text("SELECT system_identifier::text, current_database() "
-                                    "FROM pg_control_system()")).one()
-        return str(row[0]), str(row[1])
-
     def ensure_leases(self, shards: int) -> None:
         rows = [{"shard": s} for s in range(shards)]
         with relay_db("creating lease rows"), self._engine.begin() as c:

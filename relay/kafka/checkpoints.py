@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from outbox.envelope import H_EVENT_ID
 from outbox.errors import KafkaUnavailableError, PublishError
 from relay import startup
 from relay.config import RelaySettings
@@ -60,8 +62,9 @@ class KafkaCheckpointLog:
     def partition_for(self, shard: int) -> int:
         return shard % max(1, self._partitions)
 
-    def read_last(self, shard: int, end: int) -> bytes | None:
-        """The value of the last record with the shard's key below offset ``end``, read under read_committed
+    def read_last(self, shard: int, end: int, key: bytes) -> bytes | None:
+        """The value of the last record with ``key`` in the shard's partition below offset ``end``, read under
+        read_committed
         backwards from ``end`` in growing windows (64, 512, 4096 … records), never the whole topic.
 
         ``end`` must come from a produce acknowledgement (``Transport.probe_end``), never from a metadata query:
@@ -71,15 +74,8 @@ class KafkaCheckpointLog:
         offset: the reader may re-read, it never skips.
         """
         tp = TopicPartition(self._topic, self.partition_for(shard))
-        key = str(shard).encode()
         window = 64
-        consumer = _Consumer({**client_config(self._settings), "group.id": f"{self._settings.transactional_id_prefix}"
-                              "-checkpoint-reader", "isolation.level": "read_committed",
-                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                              "enable.partition.eof": True,
-                              # Recovery sits on the failover path. With the default 500 ms the broker held an
-                              # empty fetch (a window of aborted probes) that long; measured 1.0 s per takeover.
-                              "fetch.wait.max.ms": 10}, logger=_client_log)
+        consumer = self._reader()
         try:
             while True:
                 start = max(0, end - window)
@@ -89,6 +85,47 @@ class KafkaCheckpointLog:
                 window *= 8
         finally:
             consumer.close()
+
+    def _reader(self, reset: str = "earliest") -> Any:
+        return _Consumer({**client_config(self._settings), "group.id": f"{self._settings.id_prefix}"
+                          "-checkpoint-reader", "isolation.level": "read_committed",
+                          "auto.offset.reset": reset, "enable.auto.commit": False,
+                          "enable.partition.eof": True,
+                          # Recovery sits on the failover path. With the default 500 ms the broker held an
+                          # empty fetch (a window of aborted probes) that long; measured 1.0 s per takeover.
+                          "fetch.wait.max.ms": 10}, logger=_client_log)
+
+    def event_ids_at(self, positions: Sequence[tuple[str, int, int]]) -> dict[tuple[str, int, int], str]:
+        """The ``outbox-event-id`` header of the committed record at each (topic, partition, offset); positions
+        with no such record (out of range, compacted away, not an outbox record) are left out."""
+        wanted: dict[tuple[str, int], set[int]] = {}
+        for t, p, o in positions:
+            wanted.setdefault((t, p), set()).add(o)
+        found: dict[tuple[str, int, int], str] = {}
+        consumer = self._reader(reset="error")  # an offset out of range answers at once, no re-read from 0
+        try:
+            for (t, p), offsets in wanted.items():
+                lo, hi = min(offsets), max(offsets) + 1
+                consumer.assign([TopicPartition(t, p, lo)])
+                deadline = time.monotonic() + self._settings.kafka_timeout_s
+                done = False
+                while not done and time.monotonic() < deadline:
+                    for m in consumer.consume(500, timeout=0.05):
+                        err = m.error()
+                        if err is not None:
+                            if err.code() in _NOTHING_THERE:
+                                done = True
+                                continue
+                            raise translate(err, f"reading {t}[{p}] to check a checkpoint")
+                        if m.offset() >= hi:
+                            done = True
+                        elif m.offset() in offsets:
+                            eid = dict(m.headers() or []).get(H_EVENT_ID)
+                            if eid is not None:
+                                found[(t, p, m.offset())] = eid.decode(errors="replace")
+        finally:
+            consumer.close()
+        return found
 
     def _scan(self, consumer: Any, tp: TopicPartition, start: int, end: int, key: bytes) -> bytes | None:
         if start >= end:
@@ -117,6 +154,10 @@ class KafkaCheckpointLog:
             "it with `kafka-transactions.sh find-hanging --broker-id <leader>` and abort it, see docs/operations.md, "
             "'Hanging transactions')")
 
+
+# Answers meaning "no record at that position" when checking a previous-format checkpoint.
+_NOTHING_THERE = frozenset({KafkaError._PARTITION_EOF, KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET,
+                            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 
 # Refusals of the checkpoint topic's creation that only a setting (or a grant) fixes: retrying never helps.
 _TOPIC_REFUSALS = {

@@ -21,8 +21,11 @@ from confluent_kafka.admin import AdminClient
 from outbox.errors import KafkaUnavailableError
 from relay import checkpoint
 from relay.config import RelaySettings
+from relay.identity import OutboxIdentity
 from relay.kafka import KafkaCheckpointLog, KafkaTransport
 from stack.kafka import KafkaCluster
+
+IDENT = OutboxIdentity("1", "db", "outbox")
 
 
 def test_recovery_waits_for_the_checkpoint_leader_and_finds_the_last_batch(cluster3: KafkaCluster) -> None:
@@ -32,12 +35,12 @@ def test_recovery_waits_for_the_checkpoint_leader_and_finds_the_last_batch(clust
                       transactional_id_prefix=f"leader-loss-{run}", kafka_timeout_s=5)
     log = KafkaCheckpointLog(s)
     log.ensure(1)
-    values = [checkpoint.encode(0, 1, "old-owner", []) + f" {i}".encode() for i in range(3)]
+    values = [checkpoint.encode(IDENT, 0, 1, "old-owner", []) + f" {i}".encode() for i in range(3)]
     old = KafkaTransport(s, 0)
     old.init()
     for v in values:  # three committed batches; the last one is "committed but never marked"
         old.begin()
-        old.send_checkpoint(0, checkpoint.key_for(0), v)
+        old.send_checkpoint(0, checkpoint.key_for(s.transactional_id(0)), v)
         old.commit()
     old.close()
 
@@ -52,8 +55,8 @@ def test_recovery_waits_for_the_checkpoint_leader_and_finds_the_last_batch(clust
         found: bytes | None = b"never read"
         while time.monotonic() < deadline:
             try:
-                end = new.probe_end(0, checkpoint.opening_key_for(0), checkpoint.probe(0, 2))
-                found = log.read_last(0, end)
+                end = new.probe_end(0, checkpoint.opening_key_for(s.transactional_id(0)), checkpoint.probe(0, 2))
+                found = log.read_last(0, end, checkpoint.key_for(s.transactional_id(0)))
                 answers.append(f"read below {end}")
                 break
             except KafkaUnavailableError as exc:  # the worker retries exactly this, with a new producer

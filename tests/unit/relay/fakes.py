@@ -128,9 +128,12 @@ class FakeCheckpointLog:
     def partition_for(self, shard: int) -> int:
         return shard
 
-    def read_last(self, shard: int, end: int) -> bytes | None:
+    def read_last(self, shard: int, end: int, key: bytes) -> bytes | None:
         # The last checkpoint in commit order, where the real reader takes the highest offset below `end`: the
         # two agree only because a shard's batches never overlap. Checkpoint-order bugs across a shard's two
         # producers (ADR 017) are the integration and fault tests' to catch, not this fake's.
-        got = self.k.checkpoints.get(str(shard).encode())  # the exact key, like the real reader
+        got = self.k.checkpoints.get(key)  # the exact key, like the real reader
         return got[-1] if got else None
+
+    def event_ids_at(self, positions: object) -> dict[tuple[str, int, int], str]:
+        return {}  # the fake broker keeps no positions: a previous-format checkpoint never verifies here

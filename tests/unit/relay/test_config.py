@@ -22,14 +22,18 @@ def test_defaults_and_driver_normalisation() -> None:
     s = load()
     assert s.shards == 8 and s.lease_ttl_s == 2.5 and s.heartbeat_s == 0.5 and s.test_kill_at is None
     assert s.sqlalchemy_url == "postgresql+psycopg://u:pw@h/db"
-    assert s.transactional_id(5) == "outbox-relay-5"
+    with pytest.raises(RuntimeError, match="identity is not resolved"):
+        s.transactional_id(5)  # the default prefix comes from the outbox identity, read from the database
+    assert s.model_copy(update={"outbox_id": "abc"}).transactional_id(5) == "outbox-relay-abc-5"
+    assert load(OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX="p").transactional_id(5, 1) == "p-5.1"
 
 
 def test_producer_config_is_exactly_once_and_java_compatible() -> None:
-    s = load(OUTBOX_KAFKA_SECURITY_PROTOCOL="SASL_SSL", OUTBOX_KAFKA_LINGER_MS="50")
+    s = load(OUTBOX_KAFKA_SECURITY_PROTOCOL="SASL_SSL", OUTBOX_KAFKA_LINGER_MS="50").model_copy(
+        update={"outbox_id": "abc"})
     cfg = producer_config(s, 2)
     assert cfg["enable.idempotence"] is True and cfg["acks"] == "all"
-    assert cfg["transactional.id"] == "outbox-relay-2" and cfg["partitioner"] == "murmur2_random"
+    assert cfg["transactional.id"] == "outbox-relay-abc-2" and cfg["partitioner"] == "murmur2_random"
     assert cfg["security.protocol"] == "SASL_SSL" and cfg["linger.ms"] == "50"
     assert cfg["message.timeout.ms"] <= cfg["transaction.timeout.ms"]
     assert client_config(s)["security.protocol"] == "SASL_SSL" and "linger.ms" not in client_config(s)
@@ -73,10 +77,15 @@ def test_secrets_are_redacted_in_logs() -> None:
 
 def test_checkpoint_round_trip_and_refuses_unknown_versions() -> None:
     from outbox.store.relay import Mark
+    from relay.identity import OutboxIdentity
 
-    v = checkpoint.encode(2, 9, "me", [Mark(1, 0, 5), Mark(2, 1, 7)])
+    ident = OutboxIdentity("7441", "orders", "outbox")
+    v = checkpoint.encode(ident, 2, 9, "me", [Mark(1, 0, 5), Mark(2, 1, 7)])
     cp = checkpoint.decode(v)
-    assert cp.marks == (Mark(1, 0, 5), Mark(2, 1, 7)) and cp.epoch == 9
+    assert cp.marks == (Mark(1, 0, 5), Mark(2, 1, 7)) and cp.epoch == 9 and cp.outbox == ident.id
+    assert "database 'orders', schema 'outbox'" in cp.origin
+    legacy = checkpoint.decode(b'{"v":1,"shard":2,"epoch":3,"owner":"o","rows":[[1,0,5]]}')
+    assert legacy.outbox is None and legacy.marks == (Mark(1, 0, 5),), "the previous format is still read"
     with pytest.raises(ValueError, match="unknown checkpoint"):
         checkpoint.decode(b'{"v": 99}')
 

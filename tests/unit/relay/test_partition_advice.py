@@ -33,7 +33,7 @@ class _FakeProducer:
 def _transport(monkeypatch: pytest.MonkeyPatch, shards: int, counts: dict[str, int]) -> transport.KafkaTransport:
     monkeypatch.setattr(transport, "_ADVISED", set())
     s = RelaySettings(database_url="postgresql+psycopg://u@127.0.0.1:1/d", bootstrap_servers="127.0.0.1:1",
-                      shards=shards)
+                      shards=shards, transactional_id_prefix="advice")
     t = transport.KafkaTransport(s, 0)
     t._producer = _FakeProducer(counts)  # type: ignore[assignment]
     return t

@@ -7,15 +7,18 @@ import pytest
 from outbox.errors import FencedError, KafkaUnavailableError
 from relay import checkpoint
 from relay.faults import Faults
+from relay.identity import OutboxIdentity
 from relay.publish import isolate, publish_batch
 from tests.unit.relay.fakes import FakeKafka, FakeTransport, row
+
+WRITER = checkpoint.Writer(OutboxIdentity("7", "db", "outbox"), "p-3", "me")
 
 
 def _publish(k: FakeKafka, rows: list, t: FakeTransport | None = None):  # type: ignore[no-untyped-def]
     t = t or FakeTransport(k)
     if t.my_epoch < 0:
         t.init()
-    return publish_batch(t, rows, shard=3, epoch=7, owner="me", checkpoint_partition=3, faults=Faults())
+    return publish_batch(t, rows, shard=3, epoch=7, writer=WRITER, checkpoint_partition=3, faults=Faults())
 
 
 def test_whole_batch_commits_with_a_checkpoint_of_every_row_and_offset() -> None:
@@ -23,9 +26,9 @@ def test_whole_batch_commits_with_a_checkpoint_of_every_row_and_offset() -> None
     out = _publish(k, [row(1, "a"), row(2, "b"), row(3, "a")])
     assert [m.id for m in out.marks] == [1, 2, 3] and not out.refused and not out.suspects
     assert k.published() == [1, 2, 3]
-    cp = checkpoint.decode(k.checkpoints[b"3"][-1])
-    assert b"3.open" in k.checkpoints, "the checkpoint partition joins the transaction up front"
-    assert (cp.shard, cp.epoch, cp.owner) == (3, 7, "me")
+    cp = checkpoint.decode(k.checkpoints[b"p-3"][-1])
+    assert b"p-3.open" in k.checkpoints, "the checkpoint partition joins the transaction up front"
+    assert (cp.shard, cp.epoch, cp.owner, cp.outbox) == (3, 7, "me", WRITER.outbox.id)
     assert [(m.id, m.partition, m.offset) for m in cp.marks] == [(1, 0, 0), (2, 0, 1), (3, 0, 2)]
 
 
