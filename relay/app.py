@@ -1,9 +1,14 @@
-"""``outbox relay``: validate, check the world, then run the supervisor until SIGTERM/SIGINT.
+"""``outbox relay``: validate, wait for the world, then run the supervisor until SIGTERM/SIGINT.
 
-Exit codes: 0 stopped cleanly (also after the drain deadline), 2 could not start (database unreachable, schema
-behind, Kafka unreachable, HTTP port taken; typer's usage errors too), 3 bad configuration (also: librdkafka
-refuses a setting, OUTBOX_SHARDS below the shard of a pending row, a database role or Kafka principal without
-the rights it needs), 130 second signal (immediate exit).
+A database or Kafka that is down at start, or a schema not migrated yet, is waited for (healthz 200, readyz
+503, one log line per attempt), never a reason to exit: under a supervisor an exit would become a crash loop.
+
+Exit codes: 0 stopped cleanly (also after the drain deadline, and on SIGTERM while waiting to start), 2 could
+not start (the HTTP port is taken, an unexpected database or Kafka error, or OUTBOX_RELAY_STARTUP_WAIT_S ran out
+while waiting; typer's usage errors too), 3 bad configuration (also: librdkafka refuses a setting, Kafka refuses
+the credentials, OUTBOX_SHARDS below the shard of a pending row, a database role or Kafka principal without the
+rights it needs, another outbox's checkpoint under this relay's transactional ids), 130 second signal
+(immediate exit).
 """
 
 from __future__ import annotations
@@ -15,15 +20,20 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from outbox.errors import ConfigError, OutboxError, SchemaBehindError
+from outbox.errors import ConfigError, PublishError, SchemaBehindError, StoreError
 from outbox.store.relay import RelayStore
-from relay import logs, startup
+from relay import identity, logs, startup
 from relay.causes import cause_lines
 from relay.config import RelaySettings
+
+if TYPE_CHECKING:  # deferred at run time (see serve)
+    from relay.http import HealthServer
+    from relay.kafka import KafkaCheckpointLog
+    from relay.metrics import Metrics
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_COULD_NOT_RUN, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 log = logging.getLogger("relay")
@@ -83,78 +93,115 @@ def _limit_malloc_arenas() -> None:
 
 
 def serve(settings: RelaySettings) -> int:
+    """Start, wait for the dependencies, run until stopped. The order matters:
+
+    1. settings librdkafka refuses: exit 3 before anything else, whatever is down;
+    2. the HTTP server and the signal handlers, so that probes answer (healthz 200, readyz 503) and SIGTERM
+       exits 0 while start-up waits;
+    3. the database, its schema, the role's grants, the shard count, then the outbox identity, which gives the
+       default transactional-id prefix: waited for while down or behind (relay/startup.py);
+    4. Kafka with the resolved settings: waited for while no broker answers;
+    5. the supervisor, until SIGTERM/SIGINT or a fatal worker exit (an outbox collision: exit 3).
+    """
     from relay import kafka  # the only confluent_kafka importer; deferred so `outbox status` never loads it
-    from relay.http import HealthServer
-    from relay.supervisor import Supervisor
+    from relay.http import HealthServer, Pulse, liveness_window_s
+    from relay.metrics import Metrics
 
     _limit_malloc_arenas()
     try:
         kafka.validate_config(settings)  # before anything else: a typo in a setting is exit 3, whatever is down
     except ConfigError as exc:
         return fail(EXIT_CONFIG, "configuration error", exc)
+    stop = threading.Event()
+    waiting = startup.StartupWait(settings, stop, Pulse(liveness_window_s(settings.heartbeat_s,
+                                                                          settings.kafka_timeout_s)))
+    metrics = Metrics()
+    http = None
+    if settings.http_port >= 0:
+        try:
+            http = HealthServer(settings.http_host, settings.http_port, metrics.registry,
+                                waiting.healthy, waiting.ready).start()
+        except OSError as exc:
+            return fail(EXIT_COULD_NOT_RUN, f"cannot serve HTTP on {settings.http_host}:{settings.http_port}", exc)
+    _install_signals(stop)
     engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 4,
                               connect_args={
                                   "connect_timeout": 10, "application_name": "outbox-relay",
                                   # A relay frozen (SIGSTOP, VM pause) inside a mark transaction would hold row
                                   # locks the shard's next owner needs for recovery: let the server end it.
                                   "options": "-c idle_in_transaction_session_timeout=5000"})
-    try:
-        startup.check_database(engine)
-    except OutboxError as exc:
-        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
-    try:
-        startup.check_schema(engine, settings.db_schema)
-    except ConfigError as exc:  # the role may not read the version: `migrate upgrade` would not help
-        return fail(EXIT_CONFIG, "configuration error", exc)
-    except SchemaBehindError as exc:
-        return fail(EXIT_COULD_NOT_RUN, "schema behind", exc)
-    except OutboxError as exc:
-        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
     store = RelayStore(engine, settings.db_schema)
     try:
-        startup.check_privileges(store)
-        startup.check_shards(store, settings.shards)
-    except ConfigError as exc:
-        return fail(EXIT_CONFIG, "configuration error", exc)
-    except OutboxError as exc:
-        return fail(EXIT_COULD_NOT_RUN, "database unreachable", exc)
-    try:
-        with startup.deduplicated_client_logs() as client_logs:  # its summary line comes before our verdict
-            kafka.probe(settings, timeout=min(15.0, settings.kafka_timeout_s))
-            checkpoints = kafka.open_checkpoint_log(settings)
-    except ConfigError as exc:
-        return fail(EXIT_CONFIG, "configuration error", exc)
-    except OutboxError as exc:
-        last = client_logs.last_error
-        return fail(EXIT_COULD_NOT_RUN, "Kafka unreachable", exc,
-                    detail=f"last librdkafka error: {last}" if last else None)
-    sup = Supervisor(settings, store,
-                     transport_factory=lambda shard: kafka.shard_transport(settings, shard), checkpoints=checkpoints,
-                     housekeeping=_malloc_trim)
-    http = None
-    if settings.http_port >= 0:
-        try:
-            http = HealthServer(settings.http_host, settings.http_port, sup.metrics.registry,
-                                sup.healthy, sup.ready).start()
-        except OSError as exc:
-            return fail(EXIT_COULD_NOT_RUN, f"cannot serve HTTP on {settings.http_host}:{settings.http_port}", exc)
-    # Long-lived start-up objects never need collecting, and a batch allocates tens of thousands of short-lived
-    # ones: freeze the former and collect the young generation less often (measured: fewer, shorter pauses).
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
-    stop = threading.Event()
-    _install_signals(stop)
-    log.info("relay started", extra={
-        "instance": settings.instance_id, "shards": settings.shards, "http_port": http.port if http else None,
-        "settings": logs.redact(settings.model_dump(mode="json", exclude={"kafka_extra"})),
-        "kafka_extra": logs.redact(settings.kafka_extra)})
-    try:
-        sup.run(stop)
+        return _run(settings, store, waiting, stop, metrics=metrics, http=http)
     finally:
         if http is not None:
             http.stop()
         engine.dispose()
+
+
+def _database_ready(settings: RelaySettings, store: RelayStore) -> RelaySettings:
+    """One start-up attempt at the database; returns the settings with the outbox identity resolved."""
+    startup.check_database(store.engine)
+    startup.check_schema(store.engine, settings.db_schema)
+    startup.check_privileges(store)
+    startup.check_shards(store, settings.shards)
+    return identity.resolve(settings, store)
+
+
+def _run(settings: RelaySettings, store: RelayStore, waiting: startup.StartupWait, stop: threading.Event, *,
+         metrics: Metrics, http: HealthServer | None) -> int:
+    from relay import kafka
+    from relay.supervisor import Supervisor
+
+    def kafka_ready(resolved: RelaySettings) -> KafkaCheckpointLog:
+        kafka.probe(resolved, timeout=min(15.0, resolved.kafka_timeout_s))
+        return kafka.open_checkpoint_log(resolved)
+
+    try:
+        resolved = waiting.until(lambda: _database_ready(settings, store))
+        if resolved is None:
+            return _stopped_waiting()
+        settings = resolved  # from here on, everything (Kafka first) uses the outbox identity's names
+        checkpoints = waiting.until(lambda: kafka_ready(resolved))
+        if checkpoints is None:
+            return _stopped_waiting()
+    except ConfigError as exc:
+        return fail(EXIT_CONFIG, "configuration error", exc)
+    except SchemaBehindError as exc:
+        return fail(EXIT_COULD_NOT_RUN, _could_not_start(settings, "schema behind", exc), exc)
+    except StoreError as exc:
+        return fail(EXIT_COULD_NOT_RUN, _could_not_start(settings, "database unreachable", exc), exc)
+    except PublishError as exc:
+        return fail(EXIT_COULD_NOT_RUN, _could_not_start(settings, "Kafka unreachable", exc), exc)
+    sup = Supervisor(settings, store, metrics=metrics,
+                     transport_factory=lambda shard: kafka.shard_transport(settings, shard), checkpoints=checkpoints,
+                     housekeeping=_malloc_trim, kafka_check=kafka.Reachability(settings))
+    if http is not None:
+        http.answer_from(sup.healthy, sup.ready)
+    # Long-lived start-up objects never need collecting, and a batch allocates tens of thousands of short-lived
+    # ones: freeze the former and collect the young generation less often (measured: fewer, shorter pauses).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+    log.info("relay started", extra={
+        "instance": settings.instance_id, "shards": settings.shards, "http_port": http.port if http else None,
+        "outbox_id": settings.outbox_id, "transactional_id_prefix": settings.id_prefix,
+        "settings": logs.redact(settings.model_dump(mode="json", exclude={"kafka_extra"})),
+        "kafka_extra": logs.redact(settings.kafka_extra)})
+    sup.run(stop)
+    if sup.fatal is not None:
+        return fail(EXIT_CONFIG, "configuration error", sup.fatal)
     return EXIT_OK
+
+
+def _stopped_waiting() -> int:
+    log.info("stopped while waiting to start")
+    return EXIT_OK
+
+
+def _could_not_start(settings: RelaySettings, what: str, exc: Exception) -> str:
+    if isinstance(exc, tuple(startup.WAITS_FOR)):  # waited for: only a bounded wait ends this way
+        return f"{what} (gave up waiting after OUTBOX_RELAY_STARTUP_WAIT_S={settings.startup_wait_s:g}s)"
+    return what
 
 
 def _install_signals(stop: threading.Event) -> None:

@@ -155,6 +155,11 @@ class RelaySettings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=1000)
     """OUTBOX_RELAY_MAX_ATTEMPTS (default 3): permanent failures of one row before it is dead-lettered (its
     key is then held to keep order; other keys flow)."""
+    startup_wait_s: float = Field(0.0, ge=0, le=86400)
+    """OUTBOX_RELAY_STARTUP_WAIT_S (seconds, default 0: no bound): how long start-up waits for the database, its
+    schema migration and Kafka before giving up with exit code 2. By default it waits for as long as it takes,
+    retrying with the transient backoff above (healthz 200, readyz 503 meanwhile), so an outage never becomes a
+    crash loop; set a bound only where something outside must notice a relay that cannot start."""
     drain_deadline_s: float = Field(10.0, gt=0, le=600)
     """OUTBOX_RELAY_DRAIN_DEADLINE_S (seconds, default 10): on SIGTERM/SIGINT, time to finish the in-flight
     batch and release leases before exiting anyway (an unfinished transaction is aborted by the next owner)."""

@@ -1,9 +1,19 @@
-"""/metrics (Prometheus text format), /healthz and /readyz on one small threaded HTTP server."""
+"""/metrics (Prometheus text format), /healthz and /readyz on one small threaded HTTP server.
+
+The two probes answer different questions (docs/operations.md, "Probes"):
+
+* ``/healthz`` (liveness): is this process's control loop turning? It stays 200 through any outage of Postgres
+  or Kafka, which a restart would not cure, and fails only when the loop has not turned for a whole
+  :class:`Pulse` window (a deadlock, a call that never returns): then a restart is the cure.
+* ``/readyz`` (readiness): can this relay publish now? 503 while it waits at start-up, while the database does
+  not answer or its leases are not renewing, while no Kafka broker answers, and once it is stopping.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,9 +22,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 log = logging.getLogger("relay.http")
 
 
+def liveness_window_s(heartbeat_s: float, kafka_timeout_s: float) -> float:
+    """How long a control loop may go without turning before ``/healthz`` fails. One turn may legitimately take
+    a whole dependency timeout (a start-up attempt against Kafka makes several calls bounded by the Kafka
+    timeout; a lease round waits for a database connect), so the window is well above that, and never below a
+    minute: a probe that restarts a relay merely slowed by an outage would turn the outage into a crash loop."""
+    return max(60.0, 3 * heartbeat_s, 4 * kafka_timeout_s)
+
+
+class Pulse:
+    """A loop calls :meth:`beat` at each turn; :meth:`alive` is false once it has not for ``window_s``."""
+
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s, self._clock = window_s, clock
+        self._at = clock()
+
+    def beat(self) -> None:
+        self._at = self._clock()  # a float store: atomic under the GIL, read by the HTTP threads
+
+    def alive(self) -> bool:
+        return self._clock() - self._at < self.window_s
+
+
 class HealthServer:
-    """``healthz``: the process's lease loop is ticking (restart me if not). ``readyz``: started, owns its
-    share, not shutting down (route traffic / count me in)."""
+    """Serves the metrics and the two probes (module docstring). The probes' answers come from whoever runs the
+    process at the moment: the start-up wait first, then the supervisor (:meth:`answer_from`)."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
                  healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
@@ -46,6 +78,9 @@ class HealthServer:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="relay-http", daemon=True)
+
+    def answer_from(self, healthy: Callable[[], bool], ready: Callable[[], bool]) -> None:
+        self.healthy, self.ready = healthy, ready
 
     def start(self) -> HealthServer:
         self._thread.start()

@@ -11,7 +11,8 @@ exception and stack text. What counts as a secret:
   values of secret-named keys seen by :func:`register_secrets`.
 
 API: :func:`setup` (the relay's entry point), :class:`JsonFormatter`, :class:`RedactingFilter` (for any other
-handler, e.g. a plain-text one), :func:`redact` (structured values), :func:`redact_text` (a string).
+handler, e.g. a plain-text one), :func:`redact` (structured values), :func:`redact_text` (a string), and
+:class:`ClientLogLimiter`, the one rate limit on librdkafka's own lines (installed by :func:`setup`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 MASK = "***"
@@ -145,6 +146,67 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# How often a line repeated through an outage is shown: one kind of librdkafka line about one broker, a failing
+# lease round. An outage made every Kafka client (two producers per shard, the admin and checkpoint clients) log
+# each failed connect, ~18 ERROR lines a second with 8 shards; one line per broker per interval, with the count
+# of those held back, says the same thing.
+REPEAT_LOG_INTERVAL_S = 30.0
+CLIENT_LOGGER = "relay.kafka.client"  # where librdkafka's lines arrive (relay/kafka/clients.py)
+# "127.0.0.1:9092/bootstrap", "broker-1.kafka:9093/2", "[::1]:9092/1": how librdkafka names a broker.
+_BROKER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d+/[\w-]+")
+_CLIENT_NAME = re.compile(r"\[rdkafka#[\w-]+\]")
+
+
+class ClientLogLimiter(logging.Filter):
+    """Lets one line per broker and kind of message through per ``interval_s``, and holds back the repeats; the
+    next line shown for that key carries ``repeated``, the number held back since the last one shown.
+
+    Lines that differ only in numbers (client names, "after 0ms", epochs) are the same kind; the broker they name
+    (``host:port/id``) is part of the key, so an outage of one broker never hides another's lines. Only WARNING
+    and above are limited: at DEBUG every line stays, for debugging. ``last_error`` is the latest ERROR line
+    seen (shown or not), for the start-up wait's message.
+    """
+
+    def __init__(self, interval_s: float = REPEAT_LOG_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s, self._clock = interval_s, clock
+        self._shown: dict[str, tuple[float, int]] = {}  # key -> (when last shown, held back since)
+        self._lock = threading.Lock()  # librdkafka's lines arrive on any thread that polls a client
+        self.last_error: str | None = None
+
+    @staticmethod
+    def key(text: str) -> str:
+        brokers = sorted(set(_BROKER.findall(text)))
+        shape = _CLIENT_NAME.sub("[client]", text)
+        for b in brokers:
+            shape = shape.replace(b, "<broker>")
+        return "|".join(brokers) + " " + re.sub(r"\d+", "#", shape)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.last_error = text
+        key, now = self.key(text), self._clock()
+        with self._lock:
+            shown_at, held = self._shown.get(key, (None, 0))
+            if shown_at is not None and now - shown_at < self.interval_s:
+                self._shown[key] = (shown_at, held + 1)
+                return False
+            self._shown[key] = (now, 0)
+        if held:
+            record.repeated = held  # a field of the JSON line: "this many more like it since the last one shown"
+            record.repeated_within_s = self.interval_s
+        return True
+
+
+def client_log_limiter() -> ClientLogLimiter | None:
+    """The limiter :func:`setup` installed on librdkafka's logger, if any."""
+    return next((f for f in logging.getLogger(CLIENT_LOGGER).filters if isinstance(f, ClientLogLimiter)), None)
+
+
 def setup(level: str = "INFO", stream: TextIO | None = None, secrets: Iterable[str | None] = ()) -> None:
     """Route every logger to one JSON handler on ``stream`` (default stderr) at ``level``."""
     for s in secrets:
@@ -155,6 +217,11 @@ def setup(level: str = "INFO", stream: TextIO | None = None, secrets: Iterable[s
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # librdkafka's own lines come through "relay.kafka.client"; keep them at WARNING unless debugging.
-    logging.getLogger("relay.kafka.client").setLevel(level if level == "DEBUG" else "WARNING")
+    # librdkafka's own lines come through "relay.kafka.client"; keep them at WARNING unless debugging, and
+    # rate-limit their repeats (once per process: setup may run again, e.g. in tests).
+    client = logging.getLogger(CLIENT_LOGGER)
+    client.setLevel(level if level == "DEBUG" else "WARNING")
+    for f in [f for f in client.filters if isinstance(f, ClientLogLimiter)]:
+        client.removeFilter(f)
+    client.addFilter(ClientLogLimiter())
     logging.getLogger("alembic").setLevel("WARNING")  # the start-up schema check would log its context at INFO

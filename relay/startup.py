@@ -1,13 +1,21 @@
-"""Start-up checks, each failing with a message that says what is wrong and what to do (exit code 2, or 3 for
-a shard count that strands pending rows or a role without its grants), and the messages of the Kafka-side
-checks that relay.kafka runs (a setting librdkafka refuses, a checkpoint topic the broker refuses: exit 3)."""
+"""Start-up: the checks, each failing with a message that says what is wrong and what to do, the messages of the
+Kafka-side checks that relay.kafka runs (a setting librdkafka refuses, a checkpoint topic the broker refuses),
+and :class:`StartupWait`, which retries the checks while a dependency is down.
+
+What waits and what exits: a dependency that is down, or a schema that is behind (an operator's migration fixes
+it), is waited for, with backoff and one log line per attempt, so that an outage never becomes a crash loop of
+restarted relays. A configuration error (a value, a grant, a shard count that strands rows, a setting librdkafka
+or the broker refuses) exits at once with code 3: waiting would not fix it.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
@@ -15,14 +23,107 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migrations import VERSION_TABLE, alembic_config
-from outbox.errors import ConfigError, DatabaseUnavailableError, PermissionDeniedError, SchemaBehindError
+from outbox.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    KafkaUnavailableError,
+    OutboxError,
+    PermissionDeniedError,
+    SchemaBehindError,
+)
 from outbox.store import translate_errors
 from outbox.store.relay import RelayStore
 from outbox.store.roles import Role, role_name
 from relay.config import KAFKA_ENV_PREFIX, RelaySettings
-from relay.logs import MASK, redact, redact_text
+from relay.http import Pulse
+from relay.logs import MASK, client_log_limiter, redact, redact_text
 
 log = logging.getLogger("relay.startup")
+T = TypeVar("T")
+
+# What start-up waits for, by the error that says it is not there yet. Anything else an attempt raises ends the
+# wait at once (a ConfigError: exit 3).
+WAITS_FOR: dict[type[OutboxError], str] = {
+    SchemaBehindError: "the outbox schema to be migrated (`outbox migrate upgrade`)",
+    DatabaseUnavailableError: "the database",
+    KafkaUnavailableError: "Kafka",
+}
+
+
+class StartupWait:
+    """Runs start-up attempts until they succeed: while a dependency is down, each attempt that fails with one of
+    :data:`WAITS_FOR` is retried after a backoff doubling from OUTBOX_RELAY_RETRY_INITIAL_S up to
+    OUTBOX_RELAY_RETRY_MAX_S, with one WARNING line per attempt saying what it waits for and why.
+
+    Meanwhile the HTTP probes answer from here: healthy while this loop turns (an attempt stuck for good fails
+    it), never ready. A stop (SIGTERM) ends the wait at once, even in the middle of an attempt, which runs in a
+    thread of its own for that reason. With OUTBOX_RELAY_STARTUP_WAIT_S set, the wait gives up after that long by
+    raising the last error (exit 2); by default it waits for as long as it takes.
+    """
+
+    def __init__(self, settings: RelaySettings, stop: threading.Event, pulse: Pulse,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.s, self._stop, self.pulse, self._clock = settings, stop, pulse, clock
+        self.began = clock()
+
+    def healthy(self) -> bool:
+        return self.pulse.alive()
+
+    @staticmethod
+    def ready() -> bool:
+        return False  # not publishing yet
+
+    def until(self, attempt: Callable[[], T]) -> T | None:
+        """``attempt()``'s result, once it succeeds; None if stopped first."""
+        delay, n = 0.0, 0
+        while True:
+            self.pulse.beat()
+            try:
+                got = self._attempt(attempt)
+            except tuple(WAITS_FOR) as exc:
+                n += 1
+                delay = min(self.s.retry_max_s, max(self.s.retry_initial_s, delay * 2))
+                waited = self._clock() - self.began
+                limit = self.s.startup_wait_s
+                if limit and waited + delay > limit:
+                    raise
+                what = next(w for t, w in WAITS_FOR.items() if isinstance(exc, t))
+                extra: dict[str, object] = {"waiting_for": what, "error": str(exc)[:500], "attempt": n,
+                                            "waited_s": round(waited, 1), "next_in_s": round(delay, 2)}
+                limiter = client_log_limiter()
+                if isinstance(exc, KafkaUnavailableError) and limiter is not None and limiter.last_error:
+                    extra["last_librdkafka_error"] = limiter.last_error[:500]
+                log.warning(f"waiting for {what}", extra=extra)
+                if self._stop.wait(delay):
+                    return None
+                continue
+            if got is None:
+                return None
+            if n:
+                log.info("start-up wait over", extra={"attempts": n + 1,
+                                                       "waited_s": round(self._clock() - self.began, 1)})
+            return got[0]
+
+    def _attempt(self, attempt: Callable[[], T]) -> tuple[T] | None:
+        """``(attempt(),)``, or None if stopped meanwhile (the attempt's thread is left to finish on its own)."""
+        out: list[tuple[T] | BaseException] = []
+
+        def body() -> None:
+            try:
+                out.append((attempt(),))
+            except BaseException as exc:  # handed to the waiting thread, which raises it
+                out.append(exc)
+
+        t = threading.Thread(target=body, name="relay-startup-attempt", daemon=True)
+        t.start()
+        while t.is_alive():
+            t.join(0.1)
+            if self._stop.is_set():
+                return None
+        got = out[0]
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
 
 def check_database(engine: sa.Engine) -> None:
@@ -92,48 +193,6 @@ def check_shards(store: RelayStore, shards: int) -> None:
         f"drain (`outbox status`), then change it on writers and relays together "
         f"(docs/operations.md#changing-the-shard-count)"
     )
-
-
-class ClientLogDedup(logging.Filter):
-    """Lets the first of each distinct librdkafka line through and counts the repeats.
-
-    Against an unreachable broker librdkafka logs a failed connect every few milliseconds, and all of them arrive
-    at once when the probe gives up: ~290 identical lines that buried the one message saying what is wrong.
-    Lines differing only in numbers (client ids, "after 0ms") count as the same line.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: dict[str, int] = {}
-        self.last_error: str | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            self.last_error = text
-        key = re.sub(r"\d+", "#", text)
-        self.seen[key] = self.seen.get(key, 0) + 1
-        return self.seen[key] == 1
-
-    @property
-    def repeats(self) -> int:
-        return sum(n - 1 for n in self.seen.values())
-
-
-@contextmanager
-def deduplicated_client_logs(logger: str = "relay.kafka.client") -> Iterator[ClientLogDedup]:
-    """Deduplicate librdkafka's log lines while the Kafka start-up checks run (see :class:`ClientLogDedup`); once
-    running, every line counts, so the filter goes."""
-    target = logging.getLogger(logger)
-    dedup = ClientLogDedup()
-    target.addFilter(dedup)
-    try:
-        yield dedup
-    finally:
-        target.removeFilter(dedup)
-        if dedup.repeats:
-            log.warning("librdkafka repeated log lines during the start-up checks; each was shown once",
-                        extra={"repeats": dedup.repeats})
 
 
 def kafka_config_error(extra: dict[str, str], reason: str, refused_alone: Callable[[str, str], bool]) -> ConfigError:

@@ -7,6 +7,11 @@ throughput with more relay processes (shards spread over them), not threads (pri
 Shutdown: ``stop`` stops claiming (each worker finishes its in-flight batch: commit + mark), then leases are
 released so peers take over at once, and the instance deregisters. Past ``drain_deadline_s`` the process gives
 up on slow workers: their open transaction is aborted by the next owner's ``init_transactions``.
+
+Probes (relay/http.py): healthy while the lease loop turns, whatever the database and Kafka do; ready while the
+last lease round succeeded within a TTL, a Kafka broker answers, and it is not stopping. A worker that ends
+with ``Exit.COLLISION`` (another outbox's checkpoint under this relay's transactional ids) is fatal: its error
+is kept in :attr:`Supervisor.fatal`, every worker is stopped as on shutdown, and the process exits 3.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from outbox.errors import StoreError
+from outbox.errors import OutboxCollisionError, OutboxError, StoreError
 from outbox.store.relay import RelayStore
 from outbox.store.relay_probe import NewRowsProbe
 from relay.config import RelaySettings
 from relay.faults import Faults
 from relay.floor import ClaimFloor
+from relay.http import Pulse, liveness_window_s
 from relay.leases import LeaseManager
+from relay.logs import REPEAT_LOG_INTERVAL_S
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
 from relay.wake import Waker
@@ -47,7 +54,8 @@ class _Running:
 class Supervisor:
     def __init__(self, settings: RelaySettings, store: RelayStore, *, transport_factory: Callable[[int], Transport],
                  checkpoints: CheckpointLog, metrics: Metrics | None = None, faults: Faults | None = None,
-                 housekeeping: Callable[[], None] | None = None) -> None:
+                 housekeeping: Callable[[], None] | None = None, kafka_check: Callable[[], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.s, self.store = settings, store
         self._factory, self._checkpoints = transport_factory, checkpoints
         self.metrics = metrics or Metrics()
@@ -62,13 +70,25 @@ class Supervisor:
         self._stopping = False
         self._stranded = 0  # pending rows beyond OUTBOX_SHARDS at the last stats round
         self._floor_ok: bool | None = None  # the id sequence allows a claim floor (asked once)
+        self._clock = clock
+        self.pulse = Pulse(liveness_window_s(settings.heartbeat_s, settings.kafka_timeout_s), clock)
+        self._db_ok = False  # the last lease round succeeded
+        self._kafka_check = kafka_check  # does a broker answer (None: not checked, e.g. with fakes)
+        self._kafka_ok = True  # start-up has just reached Kafka
+        self.fatal: OutboxError | None = None  # set by a worker that must stop the process (exit 3)
+        self._run_stop: threading.Event | None = None
+        self._failed_rounds, self._failure_logged_at = 0, 0.0  # lease rounds failed in a row; last said when
 
     # --- health ------------------------------------------------------------------------------------------
     def healthy(self) -> bool:
-        return not self._started or time.monotonic() - self._last_tick < max(3 * self.s.heartbeat_s, 5.0)
+        """Liveness: the lease loop turned within the pulse window (failed rounds count: an outage is not a
+        reason to restart the process; a loop stuck in a call that never returns is)."""
+        return self.pulse.alive()
 
     def ready(self) -> bool:
-        return self._started and not self._stopping and time.monotonic() - self._last_tick < self.s.lease_ttl_s
+        """Readiness: leases renewing (the last round succeeded, within a TTL), a broker answers, not stopping."""
+        return (self._started and not self._stopping and self.fatal is None and self._db_ok and self._kafka_ok
+                and self._clock() - self._last_tick < self.s.lease_ttl_s)
 
     @property
     def owned(self) -> list[int]:
@@ -80,12 +100,26 @@ class Supervisor:
                         checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults,
                         slots=self._slots, floor=ClaimFloor(self._floor_enabled()))
         stop = threading.Event()
-        r = _Running(w, stop, threading.Thread(target=lambda: r.exit.append(w.run(stop)),
-                                                name=f"relay-shard-{shard}", daemon=True))
+
+        def body() -> None:
+            ex = w.run(stop)
+            r.exit.append(ex)
+            if ex is Exit.COLLISION:
+                self._fail(shard, getattr(w, "fatal", None))
+
+        r = _Running(w, stop, threading.Thread(target=body, name=f"relay-shard-{shard}", daemon=True))
         self._running[shard] = r
         r.thread.start()
         self.metrics.lease_events.labels("acquired").inc()
         log.info("shard acquired", extra={"shard": shard, "epoch": epoch})
+
+    def _fail(self, shard: int, error: OutboxError | None) -> None:
+        """A worker found a reason to stop the whole process: keep the first error and stop as on SIGTERM."""
+        if self.fatal is None:
+            self.fatal = error or OutboxCollisionError(
+                f"shard {shard}: another outbox's checkpoint was found under this relay's transactional ids")
+        if self._run_stop is not None:
+            self._run_stop.set()
 
     def _floor_enabled(self) -> bool:
         """The claim floor is sound only when event ids are drawn in time order: no sequence cache (ADR 015)."""
@@ -124,7 +158,11 @@ class Supervisor:
         """One lease round; returns the seconds until the next."""
         self._reap()
         t = self.leases.tick(accept=not self._stopping)
-        self._last_tick = time.monotonic()
+        self._last_tick = self._clock()
+        if self._failed_rounds:
+            log.info("lease rounds succeed again: ready", extra={"rounds_failed": self._failed_rounds})
+            self._failed_rounds = 0
+        self._db_ok = True
         for shard in t.lost:
             if shard in self._running:
                 self._running[shard].halt()
@@ -182,6 +220,31 @@ class Supervisor:
             if stop.wait(self.s.stats_interval_s):
                 return
 
+    def _round_failed(self, exc: StoreError) -> None:
+        """Rounds fail every half heartbeat while the database is down: say so at the first, then once per
+        interval with the count, rather than several lines a second."""
+        self._db_ok = False
+        self._failed_rounds += 1
+        now = self._clock()
+        if self._failed_rounds == 1 or now - self._failure_logged_at >= REPEAT_LOG_INTERVAL_S:
+            self._failure_logged_at = now
+            log.warning("lease round failed: not ready until the database answers",
+                        extra={"error": str(exc)[:300], "rounds_failed": self._failed_rounds})
+
+    def _kafka_loop(self, stop: threading.Event, check: Callable[[], bool]) -> None:
+        """Keeps ``_kafka_ok`` for /readyz: a broker answered the last check (each bounded by its timeout)."""
+        while True:
+            ok = check()
+            if ok != self._kafka_ok:
+                if ok:
+                    log.info("Kafka answers again: ready")
+                else:
+                    log.warning("no Kafka broker answers: not ready (shards retry with backoff)",
+                                extra={"bootstrap_servers": self.s.bootstrap_servers})
+            self._kafka_ok = ok
+            if stop.wait(max(1.0, self.s.heartbeat_s)):
+                return
+
     def _any_idle(self) -> bool:
         return any(r.worker.idle for r in list(self._running.values()))
 
@@ -210,26 +273,35 @@ class Supervisor:
     # --- the process -------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then drain within ``drain_deadline_s`` and release everything."""
-        self.store.ensure_leases(self.s.shards)
+        self._run_stop = stop
+        leases_rows = False  # the lease table has a row per shard (made in the first round the database answers)
         stats_stop = threading.Event()
         threading.Thread(target=self._stats_loop, args=(stats_stop,), name="relay-stats", daemon=True).start()
+        if self._kafka_check is not None:
+            threading.Thread(target=self._kafka_loop, args=(stats_stop, self._kafka_check), name="relay-kafka-check",
+                             daemon=True).start()
         if self.s.wake_interval_s > 0:
             probe = NewRowsProbe(self.store.engine, self.s.db_schema)
             waker = Waker(probe, self._wake, interval_s=self.s.wake_interval_s, needed=self._any_idle)
             threading.Thread(target=waker.run, args=(stats_stop,), name="relay-wake", daemon=True).start()
         self._started = True
-        self.metrics.ready.set(1)
         try:
             while not stop.is_set():
+                self.pulse.beat()
                 try:
+                    if not leases_rows:
+                        self.store.ensure_leases(self.s.shards)
+                        leases_rows = True
                     wait = self.tick()
                 except StoreError as exc:
-                    log.warning("lease round failed", extra={"error": str(exc)[:300]})
+                    self._round_failed(exc)
                     wait = self.s.heartbeat_s / 2
                     if self.leases.expired_locally():
                         # Our leases may belong to others by now; Kafka fencing keeps this safe, but stop
                         # working blind and re-acquire once the database is back.
                         self._stop_all()
+                self.pulse.beat()
+                self.metrics.ready.set(1 if self.ready() else 0)
                 stop.wait(wait)
         finally:
             stats_stop.set()

@@ -1,9 +1,11 @@
 """``outbox relay`` (the daemon) and ``outbox status`` (backlog, leases, DLQ, held keys).
 
 Flags override the environment (docs/relay.md lists every variable; not every one has a flag, and
-relay.config.RELAY_FLAGS must list those that do). Exit codes: 0 ok, 2 could not run (database or Kafka
-unreachable, schema behind, port taken) or a usage error typer reports (unknown flag, non-numeric value),
-3 bad configuration, 130 second signal.
+relay.config.RELAY_FLAGS must list those that do). Exit codes of ``outbox relay`` (relay/app.py): 0 ok (also
+SIGTERM while waiting for the database or Kafka at start, which it waits for rather than exiting), 2 could not
+run (port taken, OUTBOX_RELAY_STARTUP_WAIT_S ran out) or a usage error typer reports (unknown flag,
+non-numeric value), 3 bad configuration, 130 second signal. ``outbox status``: 2 when the database is
+unreachable.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ librdkafka errors are translated here, once, into :mod:`outbox.errors`:
 """
 
 from relay.kafka.checkpoints import KafkaCheckpointLog, open_checkpoint_log
-from relay.kafka.checks import probe, validate_config
+from relay.kafka.checks import Reachability, probe, validate_config
 from relay.kafka.clients import client_config, producer_config, translate
 from relay.kafka.lanes import LaneTransport, shard_transport
 from relay.kafka.transport import KafkaTransport
 
-__all__ = ["KafkaCheckpointLog", "KafkaTransport", "LaneTransport", "client_config", "open_checkpoint_log", "probe",
-           "producer_config", "shard_transport", "translate", "validate_config"]
+__all__ = ["KafkaCheckpointLog", "KafkaTransport", "LaneTransport", "Reachability", "client_config",
+           "open_checkpoint_log", "probe", "producer_config", "shard_transport", "translate", "validate_config"]
