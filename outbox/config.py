@@ -12,8 +12,12 @@ variable                    default      meaning (unit, trade-off)
                                          instances can share the work, but more (smaller) Kafka
                                          transactions: higher latency on small machines. See
                                          docs/decisions/014-default-shard-count.md.
-``OUTBOX_MAX_PAYLOAD_BYTES`` ``1048576`` Largest record (payload + key + headers) in bytes; Kafka's default
-                                         ``message.max.bytes`` is about 1 MiB. Raise both together.
+``OUTBOX_MAX_PAYLOAD_BYTES`` ``1048576`` Largest Kafka record in bytes, counted as Kafka counts it: key,
+                                         payload, every header (the relay's ce_*/outbox-* ones too) with
+                                         its framing, and the record batch overhead. The relay's producer
+                                         ``message.max.bytes`` defaults to the same value; the broker's
+                                         (1048588) and the topic's ``max.message.bytes`` must allow it.
+                                         Raise them all together (docs/write-side.md).
 ``OUTBOX_MAX_KEY_BYTES``    ``1024``     Largest key in bytes. Keys are indexed in ``key_sequence``; a btree
                                          entry cannot exceed ~2.7 kB, so keep keys short.
 ``OUTBOX_SOURCE``           see below    Default CloudEvents ``source``; ``urn:kafka-outbox:<hostname>``.
@@ -45,6 +49,11 @@ _IDENT = re.compile(IDENT_PATTERN)
 MAX_SHARDS = 1024
 
 
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
+"""The largest record by default (1 MiB): writers refuse larger events, and the relay's producer sets its
+``message.max.bytes`` to it (librdkafka's own default, 1,000,000, is lower). It fits the broker's default
+``message.max.bytes`` (1048588: 1 MiB plus 12 bytes of log framing)."""
+
 DEFAULT_SHARDS = 8
 """The shard count when OUTBOX_SHARDS is not set, for writers and relays alike (docs/decisions/014)."""
 
@@ -59,7 +68,7 @@ class Settings:
 
     schema: str = "outbox"
     shards: int = DEFAULT_SHARDS
-    max_payload_bytes: int = 1_048_576
+    max_payload_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_key_bytes: int = 1024
     source: str = ""
     registry: SchemaRegistry | None = None

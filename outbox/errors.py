@@ -11,7 +11,7 @@ when it is raised and what to do about it.
     ├── EventValidationError          bad input to enqueue(): raised before commit, nothing is written
     │   ├── PayloadError              data not JSON-able, NaN/Infinity, NUL, too large, content-type mismatch
     │   ├── SchemaValidationError     data fails the JSON Schema registered for its event type
-    │   ├── TopicError                topic name Kafka would reject
+    │   ├── TopicError                topic name Kafka would reject, or one of Kafka's internal (__*) topics
     │   ├── KeyError_                 key of the wrong type or too large
     │   ├── HeaderError               header names/values that are not str/bytes, reserved names
     │   └── AttributeValueError       CloudEvents attributes: type, source, subject, id, time
@@ -58,7 +58,8 @@ class SchemaValidationError(EventValidationError):
 
 
 class TopicError(EventValidationError):
-    """The topic name is not one Kafka accepts: use [a-zA-Z0-9._-], at most 249 characters, not '.' or '..'."""
+    """The topic name is not one Kafka accepts: use [a-zA-Z0-9._-], at most 249 characters, not '.' or '..', and
+    not a name starting '__' (Kafka's internal topics)."""
 
 
 class KeyError_(EventValidationError):  # trailing underscore: do not shadow the builtin

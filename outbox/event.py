@@ -25,8 +25,14 @@ from outbox.keyhash import kafka_partition
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
-# Used with fullmatch: ``$`` would also match before a trailing newline ("orders\n"), a topic Kafka rejects.
+# Kafka's own rule (Topic.validate): legal characters, at most 249, not "." or "..". 249 is the real maximum: a
+# partition's directory is "<topic>-<partition>", and 249 leaves room for "-" and five digits in a 255-byte file
+# name (Kafka 4.3.1 creates, serves and deletes a 249-character topic with 10 partitions: tests/integration/write/
+# test_kafka_limits.py). Used with fullmatch: ``$`` would also match before a trailing newline ("orders\n").
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+INTERNAL_TOPIC_PREFIX = "__"
+"""Kafka's own topics (``__consumer_offsets``, ``__transaction_state``, ``__share_group_state``,
+``__cluster_metadata``, ...): never a destination for events."""
 
 HeaderValue = str | bytes
 HeadersArg = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
@@ -90,6 +96,21 @@ def check_topic(topic: object) -> str:
         bad = sorted({c for c in topic if not re.match(r"[a-zA-Z0-9._-]", c)})
         raise TopicError(f"topic {topic!r} has characters Kafka rejects {bad}; use only [a-zA-Z0-9._-]")
     return topic
+
+
+def check_writable_topic(topic: object) -> str:
+    """:func:`check_topic`, and not one of Kafka's internal topics: what an event may be written to.
+
+    The broker refuses to append to them only at publish time (TOPIC_AUTHORIZATION_FAILED when the transaction
+    adds the partition), long after the business transaction committed; a name of ours that merely starts with
+    ``__`` may become Kafka's tomorrow."""
+    name = check_topic(topic)
+    if name.startswith(INTERNAL_TOPIC_PREFIX):
+        raise TopicError(
+            f"topic {name!r} starts with {INTERNAL_TOPIC_PREFIX!r}, the prefix of Kafka's internal topics "
+            "(__consumer_offsets, __transaction_state, ...), which clients may not write to; pick another name"
+        )
+    return name
 
 
 def _check_text(name: str, value: object, *, optional: bool = False) -> None:
@@ -207,7 +228,7 @@ class Event:
     content_type: str | None = None
 
     def __post_init__(self) -> None:
-        check_topic(self.topic)
+        check_writable_topic(self.topic)
         _check_text("type", self.type)
         if self.source is None:
             object.__setattr__(self, "source", config.settings().source)

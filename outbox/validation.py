@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outbox.config import Settings
+from outbox.envelope import WIDEST_BIGINT, kafka_headers, record_bytes, varint_bytes
 from outbox.errors import AttributeValueError, EventValidationError, KeyError_, PayloadError
 from outbox.event import Event, headers_to_json, shard_of
 
@@ -31,12 +32,6 @@ class Prepared:
 
 # Built once: ``json.dumps`` with non-default options constructs a new encoder on every call.
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-
-# What the relay adds to every record beyond the event's own fields, so that the size check here is the one Kafka
-# makes: the fixed ce_*/outbox-* header names and values (spec version, the id twice, the time, a traceparent,
-# two decimal numbers: ~310 bytes) and Kafka's record and batch framing (~100 bytes), rounded up.
-ENVELOPE_BYTES = 512
-
 
 def encode_data(data: Any) -> bytes:
     """Compact UTF-8 JSON, refusing what JSON or jsonb consumers cannot take."""
@@ -65,7 +60,68 @@ def encode_data(data: Any) -> bytes:
                 f"data contains a NUL character (\\u0000) at {path}; Postgres jsonb and many consumers "
                 "reject it, so remove it or send the data as bytes"
             )
+    dup = _duplicate_key(data) if _coerces_keys(data) else None
+    if dup is not None:
+        raise PayloadError(dup)
     return encoded
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _coerces_keys(data: Any) -> bool:
+    """Whether any object of ``data`` has a key that is not a str: the cheap pass (about one encode's time, no
+    paths) that spares almost every payload the search of :func:`_duplicate_key`."""
+    stack = [data]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        if isinstance(value, dict):
+            for k in value:
+                if type(k) is not str:
+                    return True
+            extend([v for v in value.values() if isinstance(v, _CONTAINERS)])
+        elif isinstance(value, list | tuple):
+            extend([v for v in value if isinstance(v, _CONTAINERS)])
+    return False
+
+
+def _json_key(k: Any) -> str:
+    """The object key the JSON encoder writes for dict key ``k`` (it coerces int, float, bool and None)."""
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return "true" if k is True else "false" if k is False else "null"
+    return float.__repr__(k) if isinstance(k, float) else int.__repr__(k)
+
+
+def _duplicate_key(data: Any) -> str | None:
+    """The error text for an object of ``data`` whose keys collide once written as JSON, e.g. ``{1: .., "1": ..}``.
+
+    Python keeps both keys, the encoder writes both, and JSON readers keep one of them (jsonb the last): half the
+    data would vanish in the consumer. Only a str key and a coerced one can collide (int and float texts differ),
+    so a dict whose keys are all str is skipped at once. Its own stack, like :func:`_find`: the data may be too
+    deep to recurse into. Paths are built only for the error."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, steps = stack.pop()
+        if isinstance(value, dict):
+            if not all(type(k) is str for k in value):
+                seen: dict[str, Any] = {}
+                for k in value:
+                    text = _json_key(k)
+                    if text in seen:
+                        path = "$" + "".join(steps)
+                        return (f"data has two keys at {path} that are both written as the JSON key {text!r} "
+                                f"({_key_text(seen[text], repr)} and {_key_text(k, repr)}); a JSON reader would "
+                                "keep only one of them: rename one, or use keys of one type")
+                    seen[text] = k
+            stack.extend(reversed([(v, (*steps, f".{_key_text(k, str)}")) for k, v in value.items()
+                                   if isinstance(v, _CONTAINERS)]))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed([(v, (*steps, f"[{i}]")) for i, v in enumerate(value)
+                                   if isinstance(v, _CONTAINERS)]))
+    return None
 
 
 def _unencodable(data: Any, exc: ValueError) -> PayloadError:
@@ -127,12 +183,6 @@ def _key_text(k: Any, show: Any) -> str:
         return f"<an integer of {k.bit_length()} bits>"
 
 
-def _header_bytes(headers: Sequence[tuple[str, str | bytes]]) -> int:
-    if not headers:
-        return 0
-    return sum(len(n.encode()) + len(v.encode() if isinstance(v, str) else v) for n, v in headers)
-
-
 def _text_bytes(value: str | None) -> int:
     """UTF-8 length; ``isascii()`` is O(1), so only non-ASCII text is encoded to count it."""
     if value is None:
@@ -140,24 +190,46 @@ def _text_bytes(value: str | None) -> int:
     return len(value) if value.isascii() else len(value.encode())
 
 
-def _too_large(event: Event, payload: bytes, key: bytes | None, limit: int) -> PayloadError:
+def _user_header_sizes(event: Event) -> list[tuple[int, int]]:
     headers: Sequence[tuple[str, str | bytes]] = event.headers  # type: ignore[assignment]
-    parts = {"payload": len(payload), "key": len(key or b""), "headers": _header_bytes(headers),
+    return [(_text_bytes(n), len(v) if isinstance(v, bytes) else _text_bytes(v)) for n, v in headers]
+
+
+def _envelope_header_sizes(event: Event, key: bytes | None, traceparent: str | None) -> list[tuple[int, int]]:
+    """The ce_*/outbox-* headers the relay will send, built by the relay's own function (row ids at their widest)."""
+    built = kafka_headers(event_id=event.id, source=str(event.source), type=event.type, time=event.time,
+                          content_type=str(event.content_type), outbox_id=WIDEST_BIGINT,
+                          key_seq=None if key is None else WIDEST_BIGINT, subject=event.subject,
+                          traceparent=traceparent)
+    return [(len(n), len(v)) for n, v in built]  # the envelope's names are ASCII
+
+
+def record_size(event: Event, payload: bytes, key: bytes | None, traceparent: str | None = None) -> int:
+    """The size Kafka will count for this event's record, as the relay will send it (outbox.envelope)."""
+    return record_bytes(None if key is None else len(key), len(payload),
+                        _envelope_header_sizes(event, key, traceparent) + _user_header_sizes(event))
+
+
+def _too_large(event: Event, payload: bytes, key: bytes | None, size: int, limit: int) -> PayloadError:
+    framed = sum(varint_bytes(n) + n + varint_bytes(v) + v for n, v in _user_header_sizes(event))
+    parts = {"payload": len(payload), "key": len(key or b""), "headers": framed,
              "type": _text_bytes(event.type), "source": _text_bytes(event.source),
-             "subject": _text_bytes(event.subject), "content_type": _text_bytes(event.content_type),
-             "envelope": ENVELOPE_BYTES}
-    size = sum(parts.values())
+             "subject": _text_bytes(event.subject), "content_type": _text_bytes(event.content_type)}
+    # the rest: the envelope's own headers, every varint length and Kafka's record and batch framing
+    parts["envelope"] = size - sum(parts.values())
     largest = max(parts, key=lambda name: parts[name])
     advice = ("store large data elsewhere and send a reference" if largest in ("payload", "headers")
-              else f"shorten {largest}")
+              else "send fewer or smaller headers" if largest == "envelope" else f"shorten {largest}")
     listed = ", ".join(f"{name} {n}" for name, n in parts.items() if n)
     return PayloadError(
-        f"event {event.id} is {size} bytes ({listed}), over the maximum of {limit} (OUTBOX_MAX_PAYLOAD_BYTES, "
-        f"matching Kafka's message.max.bytes); the largest part is {largest}: {advice}"
+        f"event {event.id} makes a Kafka record of {size} bytes ({listed}), over the maximum of {limit} "
+        f"(OUTBOX_MAX_PAYLOAD_BYTES; the relay's producer and the broker's message.max.bytes must allow it too); "
+        f"the largest part is {largest}: {advice}"
     )
 
 
-def prepare_one(event: Event, s: Settings) -> Prepared:
+def prepare_one(event: Event, s: Settings, traceparent: str | None = None) -> Prepared:
+    """One event checked and encoded; ``traceparent`` is the one the relay will send with it (sized too)."""
     if not isinstance(event, Event):
         raise EventValidationError(f"enqueue takes outbox.Event values, got {type(event).__name__}")
     key = event.key_bytes
@@ -179,13 +251,11 @@ def prepare_one(event: Event, s: Settings) -> Prepared:
                     "recursion limit); flatten it"
                 ) from exc
     headers: Sequence[tuple[str, str | bytes]] = event.headers  # type: ignore[assignment]
-    # The CloudEvents attributes travel as headers of the same record, so they count too (the relay would
-    # otherwise dead-letter an event with a 2 MB type long after the business transaction committed).
-    attrs = (_text_bytes(event.type) + _text_bytes(event.source) + _text_bytes(event.subject)
-             + _text_bytes(event.content_type))
-    size = len(payload) + len(key or b"") + _header_bytes(headers) + attrs + ENVELOPE_BYTES
+    # Counted as Kafka counts the record the relay will send: every header with its framing, the CloudEvents
+    # attributes among them; otherwise Kafka refuses it (MSG_SIZE_TOO_LARGE) long after the business commit.
+    size = record_size(event, payload, key, traceparent)
     if size > s.max_payload_bytes:
-        raise _too_large(event, payload, key, s.max_payload_bytes)
+        raise _too_large(event, payload, key, size, s.max_payload_bytes)
     return Prepared(
         event=event,
         key=key,
@@ -195,9 +265,9 @@ def prepare_one(event: Event, s: Settings) -> Prepared:
     )
 
 
-def prepare(events: Iterable[Event], s: Settings) -> list[Prepared]:
+def prepare(events: Iterable[Event], s: Settings, traceparent: str | None = None) -> list[Prepared]:
     """Check and encode every event; raises before returning if any one is bad."""
-    prepared = [prepare_one(e, s) for e in events]
+    prepared = [prepare_one(e, s, traceparent) for e in events]
     if len(prepared) < 2:
         return prepared
     ids = [p.event.id for p in prepared]

@@ -121,8 +121,8 @@ def enqueue(
             f"enqueue needs a SQLAlchemy Session, Connection, AsyncSession or AsyncConnection, "
             f"got {type(target).__name__}"
         )
-    prepared = prepare(events, settings())
     traceparent = current_traceparent()
+    prepared = prepare(events, settings(), traceparent)  # the relay sends the traceparent: its size counts
     if isinstance(target, AsyncSession | AsyncConnection):
         if not prepared:
             return _nothing()

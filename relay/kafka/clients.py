@@ -7,6 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
+from outbox.config import DEFAULT_MAX_RECORD_BYTES
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
 from relay.config import RelaySettings
 
@@ -63,6 +64,10 @@ def producer_config(settings: RelaySettings, shard: int, lane: int = 0) -> dict[
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": max(100000, settings.batch_size * 4),
         "log_level": 4,
+        # The writers' limit (records counted as Kafka counts them), not librdkafka's lower 1,000,000: a record
+        # enqueue accepted must not be refused here. A user's OUTBOX_KAFKA_MESSAGE_MAX_BYTES still wins below;
+        # writers must then keep OUTBOX_MAX_PAYLOAD_BYTES at or under it (docs/write-side.md).
+        "message.max.bytes": DEFAULT_MAX_RECORD_BYTES,
     }
     cfg.update(settings.kafka_extra)
     cfg.update({"transactional.id": settings.transactional_id(shard, lane), "enable.idempotence": True, "acks": "all"})

@@ -1,10 +1,7 @@
 """librdkafka settings it refuses are configuration errors at start (no broker needed), naming the setting and
-never its secret value; repeated librdkafka lines during the start-up checks are shown once."""
+never its secret value. (The rate limit on repeated librdkafka lines: tests/unit/ops/test_logs.py.)"""
 
 from __future__ import annotations
-
-import logging
-import re
 
 import pytest
 
@@ -78,22 +75,11 @@ def test_a_refused_combination_without_a_named_key_names_the_passthrough() -> No
     assert str(err).startswith("--kafka-config/OUTBOX_KAFKA_*: Failed to create producer: nope"), err
 
 
-def test_repeated_librdkafka_lines_are_shown_once_during_the_start_up_checks(
-        caplog: pytest.LogCaptureFixture) -> None:
-    client = logging.getLogger("relay.kafka.client")
-    with caplog.at_level(logging.INFO), startup.deduplicated_client_logs() as dedup:
-        for i in range(290):  # what an unreachable broker produced within 15 s, all at once
-            client.error("FAIL [rdkafka#producer-%d] 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: "
-                         "Connection refused (after %dms in state CONNECT)", 1 + i % 2, i % 3)
-        client.warning("CONFWARN [rdkafka#producer-1] something else")
-        client.error("FAIL [rdkafka#producer-1] the last one")
-    shown = [r.getMessage() for r in caplog.records if r.name == "relay.kafka.client"]
-    assert len(shown) == 3, shown
-    assert dedup.last_error == "FAIL [rdkafka#producer-1] the last one"
-    summary = [r for r in caplog.records if r.name == "relay.startup"]
-    assert len(summary) == 1 and getattr(summary[0], "repeats", None) == 289
-    # Once running, every line counts again.
-    caplog.clear()
-    for _ in range(3):
-        client.error("FAIL the same line")
-    assert len([r for r in caplog.records if re.search("the same line", r.getMessage())]) == 3
+def test_the_producer_allows_the_records_writers_accept() -> None:
+    from outbox.config import DEFAULT_MAX_RECORD_BYTES
+    from relay.kafka.clients import producer_config
+
+    # librdkafka's own default (1,000,000) would refuse at produce() a record enqueue accepted
+    assert producer_config(settings(), 0)["message.max.bytes"] == DEFAULT_MAX_RECORD_BYTES
+    # the user's passthrough still wins (docs/write-side.md: keep OUTBOX_MAX_PAYLOAD_BYTES at or under it)
+    assert producer_config(settings(OUTBOX_KAFKA_MESSAGE_MAX_BYTES="2097152"), 0)["message.max.bytes"] == "2097152"

@@ -16,7 +16,7 @@ from outbox import errors
 from outbox.config import Settings
 from outbox.event import Event
 from outbox.registry import JsonSchemaRegistry
-from outbox.validation import prepare, prepare_one
+from outbox.validation import prepare, prepare_one, record_size
 
 S = Settings(source="urn:test")
 
@@ -124,10 +124,13 @@ def test_escaped_backslash_u0000_text_is_not_a_nul() -> None:
 
 def test_payload_over_max() -> None:
     small = Settings(source="urn:t", max_payload_bytes=2048)
-    # the record also carries type (13), source (5), content_type (16) and the relay's envelope (512)
-    prepare_one(ev(data="x" * 1500), small)  # 1502 bytes of JSON: exactly 2048 in all
+    # the record also carries type, source, content_type and the relay's envelope headers, all framed
+    n = 1
+    while record_size(ev(data="x" * (n + 1)), b'"' + b"x" * (n + 1) + b'"', None) <= 2048:
+        n += 1
+    prepare_one(ev(data="x" * n), small)  # exactly 2048 in all
     with pytest.raises(errors.PayloadError, match=r"over the maximum of 2048 \(OUTBOX_MAX_PAYLOAD_BYTES"):
-        prepare_one(ev(data="x" * 1501), small)
+        prepare_one(ev(data="x" * (n + 1)), small)
 
 
 def test_default_max_is_one_mib() -> None:
