@@ -132,3 +132,92 @@ def test_log_lines_carry_the_trace_ids_of_the_active_span(captured: io.StringIO)
         logging.getLogger("relay.t").info("inside")
     doc = json.loads(captured.getvalue().splitlines()[-1])
     assert doc["trace_id"] == format(span.get_span_context().trace_id, "032x")
+
+
+# --- librdkafka's repeated lines: one per broker and kind per interval, with a count -----------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _refused(broker: str, client: int, after_ms: int) -> str:
+    host, _, port = broker.partition(":")
+    return (f"FAIL [rdkafka#producer-{client}] [thrd:{broker}/bootstrap]: {broker}/bootstrap: Connect to "
+            f"ipv4#{host}:{port} failed: Connection refused (after {after_ms}ms in state CONNECT)")
+
+
+@pytest.fixture
+def client_lines(captured: io.StringIO) -> Iterator[tuple[_Clock, logs.ClientLogLimiter]]:
+    """librdkafka's logger with a limiter on a fake clock (as installed by setup, which ``captured`` ran)."""
+    client = logging.getLogger(logs.CLIENT_LOGGER)
+    installed = logs.client_log_limiter()
+    assert installed is not None, "setup installs the limiter"
+    clock = _Clock()
+    limiter = logs.ClientLogLimiter(interval_s=30.0, clock=clock)
+    client.removeFilter(installed)
+    client.addFilter(limiter)
+    try:
+        yield clock, limiter
+    finally:
+        client.removeFilter(limiter)
+
+
+def _client_docs(buf: io.StringIO) -> list[dict[str, object]]:
+    return [d for d in map(json.loads, buf.getvalue().splitlines()) if d["logger"] == logs.CLIENT_LOGGER]
+
+
+def test_an_outage_logs_one_line_per_broker_per_interval_with_the_count_held_back(
+        captured: io.StringIO, client_lines: tuple[_Clock, logs.ClientLogLimiter]) -> None:
+    clock, limiter = client_lines
+    client = logging.getLogger(logs.CLIENT_LOGGER)
+    for i in range(290):  # ~16 s of an outage of two brokers: 18 lines a second from many clients
+        clock.now += 0.055
+        client.error(_refused("127.0.0.1:9092" if i % 2 else "127.0.0.1:9093", 1 + i % 9, i % 3))
+    shown = _client_docs(captured)
+    assert len(shown) == 2, shown  # one per broker
+    assert {"9092" in str(d["msg"]) for d in shown} == {True, False}
+    assert all("repeated" not in d for d in shown)
+    assert limiter.last_error is not None and "Connection refused" in limiter.last_error
+
+    clock.now += 30.0  # the next interval: each broker's line again, saying how many were held back
+    client.error(_refused("127.0.0.1:9092", 3, 0))
+    client.error(_refused("127.0.0.1:9093", 4, 1))
+    later = _client_docs(captured)[2:]
+    assert [d["repeated"] for d in later] == [144, 144], later
+    assert all(d["repeated_within_s"] == 30.0 for d in later)
+
+
+def test_other_kinds_of_lines_and_other_brokers_are_never_held_back_by_a_repeat(
+        captured: io.StringIO, client_lines: tuple[_Clock, logs.ClientLogLimiter]) -> None:
+    client = logging.getLogger(logs.CLIENT_LOGGER)
+    for _ in range(5):
+        client.error(_refused("10.0.0.1:9092", 1, 0))
+    client.error(_refused("10.0.0.2:9092", 1, 0))  # same words, another broker
+    client.warning("SASLFAIL [rdkafka#producer-1] [thrd:10.0.0.1:9092/1]: 10.0.0.1:9092/1: SASL authentication "
+                   "failed")  # another kind of line about the same broker
+    client.error("ALL_BROKERS_DOWN [rdkafka#producer-2] 2/2 brokers are down")
+    assert len(_client_docs(captured)) == 4
+
+
+def test_debug_lines_are_not_limited(captured: io.StringIO, client_lines: tuple[_Clock, logs.ClientLogLimiter]) -> None:
+    client = logging.getLogger(logs.CLIENT_LOGGER)
+    _clock, limiter = client_lines
+    record = logging.LogRecord(logs.CLIENT_LOGGER, logging.DEBUG, __file__, 1, "CONNECT 127.0.0.1:1/1", (), None)
+    assert all(limiter.filter(record) for _ in range(5))
+    assert client.level == logging.WARNING  # and at INFO they do not reach the log at all
+
+
+def test_setup_installs_exactly_one_limiter() -> None:
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        for _ in range(3):
+            logs.setup("INFO", stream=io.StringIO())
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+    client = logging.getLogger(logs.CLIENT_LOGGER)
+    assert sum(isinstance(f, logs.ClientLogLimiter) for f in client.filters) == 1
