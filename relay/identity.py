@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from outbox.errors import ConfigError, DatabaseUnavailableError, StoreError
 from outbox.store.relay import RelayStore
 from relay.config import RelaySettings
 
@@ -51,8 +52,18 @@ class OutboxIdentity:
 
 def read(settings: RelaySettings, store: RelayStore) -> OutboxIdentity:
     """The identity of the outbox ``store`` reads (one query). Raises DatabaseUnavailableError while the
-    database is down."""
-    sysid, database = store.cluster_identity()
+    database is down, and ConfigError where the server will not tell its system identifier (some managed
+    services) and no identity is pinned."""
+    try:
+        sysid, database = store.cluster_identity()
+    except DatabaseUnavailableError:
+        raise
+    except StoreError as exc:
+        if settings.outbox_id is None:
+            raise ConfigError(
+                f"cannot read this database's identity ({exc}): set OUTBOX_RELAY_OUTBOX_ID to a name unique to this "
+                "outbox among all outboxes sharing the Kafka cluster (the same on all its relays)") from exc
+        sysid, database = "unknown", "unknown"
     return OutboxIdentity(sysid, database, settings.db_schema, settings.outbox_id)
 
 
@@ -60,4 +71,5 @@ def resolve(settings: RelaySettings, store: RelayStore) -> RelaySettings:
     """``settings`` with the outbox identity filled in (and so the default transactional-id prefix derived from
     it). Call once the database answers, before anything touches Kafka; raises DatabaseUnavailableError while it
     does not."""
-    return settings.model_copy(update={"outbox_id": read(settings, store).id})
+    resolved = settings.model_copy(update={"outbox_id": read(settings, store).id})
+    return resolved.model_copy(update={"transactional_id_prefix": resolved.id_prefix})

@@ -68,8 +68,8 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str | Callable[[]
         time.sleep(interval)
 
 
-def pending(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM outbox.event WHERE published_at IS NULL AND dead_at IS NULL"))  # type: ignore[arg-type]
+def pending(url: str, schema: str = "outbox") -> int:
+    return int(scalar(url, f"SELECT count(*) FROM {schema}.event WHERE published_at IS NULL AND dead_at IS NULL"))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -97,14 +97,14 @@ class Verdict:
 
 
 def verify(url: str, bootstrap: str, topics: Iterable[str], *, expect_all_published: bool = True,
-           check_hanging: bool = True, timeout: float = 90, settle_s: float = 10.0) -> Verdict:
+           check_hanging: bool = True, timeout: float = 90, settle_s: float = 10.0, schema: str = "outbox") -> Verdict:
     """Every non-dead-lettered row of ``topics`` is in Kafka exactly once, each key in key_seq order, the
     table says published at the partition/offset where Kafka has it, and no transaction hangs."""
     topics = list(topics)
     with psycopg.connect(dsn(url)) as c:
         rows = c.execute(
             "SELECT event_id::text, topic, key, key_seq, published_at IS NOT NULL, kafka_partition, kafka_offset "
-            "FROM outbox.event WHERE topic = ANY(%s) AND dead_at IS NULL", (topics,)).fetchall()
+            f"FROM {schema}.event WHERE topic = ANY(%s) AND dead_at IS NULL", (topics,)).fetchall()  # type: ignore[arg-type]
     expected = {r[0]: r for r in rows}
     records = consume_all(bootstrap, topics, timeout=timeout, settle_s=settle_s)
     v = Verdict(events=len(expected), seen=len(records))
