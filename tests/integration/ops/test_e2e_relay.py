@@ -74,7 +74,8 @@ def test_dlq_retry_and_replay_keep_key_order_through_the_relay(  # noqa: PLR0917
 
 def test_a_relay_that_cannot_reach_the_database_does_not_print_the_password(
         relay_env: dict[str, str], tmp_path: Path) -> None:
-    env = {**relay_env, "OUTBOX_DATABASE_URL": f"postgresql+psycopg://app:{DB_PASSWORD}@127.0.0.1:1/outbox"}
+    env = {**relay_env, "OUTBOX_DATABASE_URL": f"postgresql+psycopg://app:{DB_PASSWORD}@127.0.0.1:1/outbox",
+           "OUTBOX_RELAY_STARTUP_WAIT_S": "1"}  # it waits for the database: bounded here, to read the whole log
     r = RelayProcess(env, tmp_path, "no-db").start()
     assert r.wait(60) == 2
     out = r.log.read_text()

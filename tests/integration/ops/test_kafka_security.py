@@ -129,9 +129,9 @@ def test_relay_publishes_over_sasl_ssl_and_never_shows_the_password(secure: Secu
         assert user.password not in text
     assert secure.tls.keystore_password not in logs
 
-    # Wrong password: the relay refuses to start (exit 2), and says so without echoing the password.
+    # Wrong password: a configuration error (exit 3, not waited for), said without echoing the password.
     bad = RelayProcess({**env, "OUTBOX_KAFKA_SASL_PASSWORD": "wrong-Pa55word-42"}, tmp_path, "bad-relay").start()
     code = bad.wait(120)
     out = bad.log.read_text()
-    assert code == 2, out
+    assert code == 3 and "refused the relay's credentials" in out, out
     assert "wrong-Pa55word-42" not in out and "Kafka" in out

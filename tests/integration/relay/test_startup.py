@@ -1,7 +1,11 @@
-"""Start-up problems get a clear message and a documented exit code (2 could not run, 3 bad configuration)."""
+"""Start-up problems get a clear message and a documented exit code (2 could not run, 3 bad configuration).
+
+A database or Kafka that is down, or a schema behind, is waited for (tests/integration/relay/test_liveness.py);
+here OUTBOX_RELAY_STARTUP_WAIT_S bounds that wait, so these relays give up with exit 2 and say why."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -55,27 +59,41 @@ def test_missing_setting_exits_3() -> None:
     assert r.returncode == 3 and "OUTBOX_DATABASE_URL: is required" in r.stderr, r.stderr
 
 
-def test_database_unreachable_exits_2(bootstrap: str) -> None:
+def _waits(stderr: str, what: str) -> list[dict[str, object]]:
+    return [d for d in map(json.loads, (line for line in stderr.splitlines() if line.startswith("{")))
+            if d["msg"] == f"waiting for {what}"]
+
+
+def test_database_unreachable_is_waited_for_until_the_bounded_wait_gives_up(bootstrap: str) -> None:
     r = run_relay({"OUTBOX_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/x",
-                   "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
-    assert r.returncode == 2 and "database unreachable" in r.stderr, r.stderr
+                   "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTBOX_RELAY_STARTUP_WAIT_S": "1.5"})
+    assert r.returncode == 2, r.stderr
+    assert "database unreachable (gave up waiting after OUTBOX_RELAY_STARTUP_WAIT_S=1.5s)" in r.stderr, r.stderr
+    waits = _waits(r.stderr, "the database")
+    assert len(waits) >= 2 and [w["attempt"] for w in waits] == list(range(1, len(waits) + 1)), r.stderr
+    assert "is unreachable" in str(waits[0]["error"]), waits
 
 
-def test_schema_behind_exits_2(empty_db: str, bootstrap: str) -> None:
-    r = run_relay({"OUTBOX_DATABASE_URL": empty_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
-    assert r.returncode == 2 and "schema behind" in r.stderr and "outbox migrate upgrade" in r.stderr, r.stderr
+def test_schema_behind_is_waited_for_saying_to_migrate(empty_db: str, bootstrap: str) -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": empty_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                   "OUTBOX_RELAY_STARTUP_WAIT_S": "1"})
+    assert r.returncode == 2 and "schema behind (gave up waiting" in r.stderr, r.stderr
+    assert "outbox migrate upgrade" in r.stderr, r.stderr
+    assert _waits(r.stderr, "the outbox schema to be migrated (`outbox migrate upgrade`)"), r.stderr
 
 
-def test_kafka_unreachable_exits_2_with_each_librdkafka_line_once_and_its_last_error(fresh_db: str) -> None:
+def test_kafka_unreachable_is_waited_for_with_each_librdkafka_line_once_and_its_last_error(fresh_db: str) -> None:
     port = free_port()
-    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
-    assert r.returncode == 2 and "Kafka unreachable" in r.stderr, r.stderr
-    # librdkafka logged a failed connect every few ms, all delivered at once: hundreds of lines above the verdict.
+    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                   "OUTBOX_RELAY_STARTUP_WAIT_S": "4"})
+    assert r.returncode == 2 and "Kafka unreachable (gave up waiting" in r.stderr, r.stderr
+    # librdkafka logs a failed connect every few ms, all delivered at once: each kind of line shows once.
     client = [re.sub(r"\d+", "#", line) for line in r.stderr.splitlines() if '"relay.kafka.client"' in line]
     assert client and len(client) == len(set(client)), r.stderr
-    assert "librdkafka repeated log lines during the start-up checks" in r.stderr, r.stderr
+    waits = _waits(r.stderr, "Kafka")
+    assert waits and f"127.0.0.1:{port}" in str(waits[-1]["last_librdkafka_error"]), r.stderr
     verdict = r.stderr[r.stderr.index("outbox relay: Kafka unreachable"):]
-    assert "last librdkafka error: " in verdict and f"127.0.0.1:{port}" in verdict, verdict
+    assert f"127.0.0.1:{port}" in verdict, verdict
     assert '"relay.kafka.client"' not in verdict, r.stderr  # the verdict is the last thing printed
 
 
