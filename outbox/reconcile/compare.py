@@ -276,15 +276,16 @@ class _Run:
         findings += [Finding.of(Kind.DEAD_LETTERED, x, f"relay dead letter: {x.reason}", id_attr="id")
                      for x in _one(self.results, ("relay_dead", None))]
         all_topics = list(ob.states)
-        if events == 0 and not findings:  # "proven, 0 events" is true, and says nothing: make sure it is read so
+        in_flight = ob.count(all_topics, "inflight") + ob.count(all_topics, "pending")
+        # With events in flight the verdict is inconclusive and says so itself; an empty window is proven, vacuously.
+        if events == 0 and not findings and not in_flight:
             self.notes.append("the window holds no published outbox events, so nothing was compared: check "
                               "--from-id/--to-id or --since/--until if you expected some")
         return Report(
             generated_at=datetime.now(UTC), producer_database=self.producer.url.render_as_string(hide_password=True),
             window=win, algorithm=o.algorithm, bucket_bits=o.bucket_bits, events=events, groups=reports,
             stuck=ob.count(all_topics, "stuck"), relay_dead_lettered=ob.count(all_topics, "dead"),
-            in_flight=ob.count(all_topics, "inflight") + ob.count(all_topics, "pending"),
-            outbox_findings=tuple(findings), backlog=tuple(backlog),
+            in_flight=in_flight, outbox_findings=tuple(findings), backlog=tuple(backlog),
             publish_latency_ms=tuple(sorted(ob.latency.items())), chart_step=self.step, notes=tuple(self.notes),
             elapsed_s=time.monotonic() - started, replays=self.replays.report(),
         )

@@ -77,10 +77,13 @@ def backlog_svg(points: list[list[Any]]) -> str:
     return "".join([*out, "</svg>"])
 
 
+# The report's verdict -> the CSS class of its banner (an unknown one reads as a discrepancy, never as proven).
+VERDICT_CLASS = {"proven": "proven", "inconclusive": "inconclusive", "discrepancies": "disc"}
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#1a202c;max-width:1100px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #cbd5e0;padding:4px 8px}
 th{background:#edf2f7}td.n{text-align:right}.bad{color:#c53030;font-weight:bold}.ok{color:#2f855a;font-weight:bold}
 .verdict{font-size:1.3em;padding:.6em;border-radius:6px}.proven{background:#f0fff4}.disc{background:#fff5f5}
+.inconclusive{background:#fffff0}.open{color:#b7791f;font-weight:bold}
 code{background:#edf2f7;padding:1px 4px}details{margin:1em 0}"""
 
 
@@ -95,8 +98,8 @@ def _group_rows(d: dict[str, Any]) -> str:
         cells = "".join(f'<td class="n{" bad" if g.get(c) and c in BAD else ""}">{g.get(c, 0):,}</td>'
                         for c in COLUMNS)
         lat = g["delivery_latency_ms"]
-        ok = g["verdict"] == "proven"
-        verdict = '<span class="ok">proven</span>' if ok else '<span class="bad">discrepancies</span>'
+        css = {"proven": "ok", "inconclusive": "open"}.get(g["verdict"], "bad")
+        verdict = f'<span class="{css}">{escape(g["verdict"])}</span>'
         rows.append(f"<tr><td>{escape(g['group'])}</td><td>{escape(', '.join(g['topics']))}</td>{cells}"
                     f"<td>{percentile(lat, .5)} / {percentile(lat, .99)}</td><td>{verdict}</td></tr>")
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in COLUMNS)
@@ -157,7 +160,6 @@ def _sampling(d: dict[str, Any]) -> str:
 def render_html(d: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     t = d["totals"]
-    ok = d["verdict"] == "proven"
     series = {g["group"]: g["delivery_latency_ms"] for g in d["groups"]}
     series["publish (outbox → Kafka)"] = d["charts"]["publish_latency_ms"]
     integ = d.get("integrity") or {}
@@ -167,7 +169,7 @@ def render_html(d: dict[str, Any]) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>kafka-outbox reconcile report — {escape(d['verdict'])}</title><style>{CSS}</style></head><body>
 <h1>kafka-outbox reconcile report</h1>
-<p class="verdict {'proven' if ok else 'disc'}">{escape(d['verdict_line'])}</p>
+<p class="verdict {VERDICT_CLASS.get(d['verdict'], 'disc')}">{escape(d['verdict_line'])}</p>
 <p>Producer database <code>{escape(d['producer_database'])}</code>; generated {escape(d['generated_at'])}
 in {d['elapsed_s']:.2f}s. {_window(d)}</p>
 <h2>Per consumer group</h2>{_group_rows(d)}

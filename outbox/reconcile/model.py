@@ -3,9 +3,10 @@
 The JSON form (:meth:`Report.to_dict`) is the canonical report: it is what is hashed and signed, and the
 terminal and HTML renderers read it, so every output says exactly what the signed JSON says.
 
-Format v2 (this one) adds audited replays: a ``replayed`` count per group and in the totals, findings of kind
+Format v2 added audited replays: a ``replayed`` count per group and in the totals, findings of kind
 ``replayed`` naming their ``replay_audits``, and the ``replays`` section. A v1 report counted a copy received
-because of a replay as ``duplicated``.
+because of a replay as ``duplicated``. Format v3 (this one) adds the verdict ``inconclusive`` (report and group):
+a v2 report said ``proven`` for a window that compared nothing while its events were still in flight.
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-REPORT_FORMAT = "kafka-outbox/reconcile-report/v2"
+REPORT_FORMAT = "kafka-outbox/reconcile-report/v3"
 
 
 class Verdict(Enum):
-    """``proven``: every expected event acknowledged once, in order, nothing stuck (exit 0).
-    ``discrepancies``: at least one named finding below (exit 1)."""
+    """``proven``: every expected event acknowledged once, in order, nothing stuck (exit 0); the verdict line
+    still says how many events were compared and how many in flight were left out.
+    ``discrepancies``: at least one named finding below (exit 1).
+    ``inconclusive``: no discrepancy, but a group compared nothing while events of its topics are in flight
+    (published within the grace, or not yet published): nothing is proven for it yet; reconcile again once they
+    settle (exit 4)."""
 
     PROVEN = "proven"
     DISCREPANCIES = "discrepancies"
+    INCONCLUSIVE = "inconclusive"
 
 
 class Kind(Enum):
@@ -144,7 +150,10 @@ class GroupReport:
     @property
     def verdict(self) -> Verdict:
         bad = self.missing + self.duplicated + self.out_of_order + self.stuck + self.unexpected
-        return Verdict.PROVEN if bad == 0 else Verdict.DISCREPANCIES
+        if bad:
+            return Verdict.DISCREPANCIES
+        # "0 missing of 0 expected" proves nothing while events wait in the grace: a proof must compare something
+        return Verdict.INCONCLUSIVE if self.expected == 0 and self.in_flight else Verdict.PROVEN
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -180,8 +189,10 @@ class Report:
 
     @property
     def verdict(self) -> Verdict:
-        ok = all(g.verdict is Verdict.PROVEN for g in self.groups) and self.stuck == 0
-        return Verdict.PROVEN if ok else Verdict.DISCREPANCIES
+        verdicts = {g.verdict for g in self.groups}
+        if Verdict.DISCREPANCIES in verdicts or self.stuck:
+            return Verdict.DISCREPANCIES
+        return Verdict.INCONCLUSIVE if Verdict.INCONCLUSIVE in verdicts else Verdict.PROVEN
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -205,16 +216,30 @@ class Report:
 
 
 def verdict_line(d: dict[str, Any]) -> str:
-    """The one-line verdict, e.g. ``verdict: zero loss proven — 10,000 events, 2 consumer groups, ...``."""
+    """The one-line verdict, e.g. ``verdict: zero loss proven — 10,000 events, 2 consumer groups, ...``.
+
+    A proof says what it covered: the events compared, and the events in flight it left out (they are named
+    only when there are some, so a settled window reads as before)."""
     t, n = d["totals"], len(d["groups"])
     groups = f"{n} consumer group{'s' if n != 1 else ''}"
     head = f"{d['events']:,} events, {groups}, {t['missing']} missing, {t['duplicated']} duplicated, " \
            f"{t['out_of_order']} out of order"
     replayed = f", {t['replayed']:,} replayed (audited)" if t.get("replayed") else ""
+    in_flight = t.get("in_flight", 0)  # .get: a hand-built or older report may lack them
+    grace = d.get("window", {}).get("grace_s", 0)
+    left_out = f"{in_flight:,} in flight (published within the {grace:g}s grace or not yet published)"
     if d["verdict"] == Verdict.PROVEN.value:
         tail = f", {t['dead_lettered'] + t['relay_dead_lettered']} dead-lettered (recorded)" \
             if t["dead_lettered"] + t["relay_dead_lettered"] else ""
-        return f"verdict: zero loss proven — {head}{replayed}{tail}"
+        out = f"; {left_out}, not compared" if in_flight else ""
+        return f"verdict: zero loss proven — {head}{replayed}{tail}{out}"
+    if d["verdict"] == Verdict.INCONCLUSIVE.value:
+        empty = [g["group"] for g in d["groups"] if g["verdict"] == Verdict.INCONCLUSIVE.value]
+        which = "" if len(empty) == n else f" for group{'s' if len(empty) != 1 else ''} " \
+            + ", ".join(repr(g) for g in empty)
+        # never the word "proven": a script that greps for it must not take this for proof
+        return (f"verdict: INCONCLUSIVE — no proof yet{which}: {d['events']:,} events compared, {left_out}; "
+                "reconcile again once they have settled")
     return f"verdict: DISCREPANCIES — {head}, {t['stuck']} stuck, {t['unexpected']} unexpected{replayed}"
 
 

@@ -14,6 +14,7 @@ COLUMNS = ("expected", "acknowledged", "missing", "duplicated", "replayed", "out
            "dead_lettered", "unexpected", "in_flight")
 BAD = {"missing", "duplicated", "out_of_order", "stuck", "unexpected"}
 SHOW_FINDINGS = 20
+VERDICT_STYLE = {"proven": "green", "inconclusive": "yellow", "discrepancies": "red"}
 
 
 def latency_label(k: int) -> str:
@@ -47,8 +48,7 @@ def summary_table(d: dict[str, Any]) -> Table:
                                           for g in d["groups"]))
     t.add_row("latency p50 / p99", *(f"{percentile(g['delivery_latency_ms'], .5)} / "
                                      f"{percentile(g['delivery_latency_ms'], .99)}" for g in d["groups"]))
-    t.add_row("verdict", *("[green]proven[/green]" if g["verdict"] == "proven" else "[red]discrepancies[/red]"
-                           for g in d["groups"]))
+    t.add_row("verdict", *(f"[{VERDICT_STYLE.get(g['verdict'], 'red')}]{g['verdict']}[/]" for g in d["groups"]))
     return t
 
 
@@ -109,5 +109,5 @@ def print_report(d: dict[str, Any], console: Console | None = None, before_verdi
         con.print(f"note: {escape(n)}")
     for line in before_verdict:
         con.print(Text(line), soft_wrap=True)
-    style = "bold green" if d["verdict"] == "proven" else "bold red"
+    style = "bold " + VERDICT_STYLE.get(d["verdict"], "red")
     con.print(Text(d["verdict_line"], style=style), soft_wrap=True)  # never wrapped: it is the last line

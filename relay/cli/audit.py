@@ -2,7 +2,8 @@
 
 Exit codes: 0 proven / verified / found, 1 discrepancies / the report was edited / unknown event, 2 could not run
 (a bad argument such as an empty window, a bad database URL or an unwritable report path; database unreachable,
-no subscriptions, a file that is not a JSON report, missing key to check a signature), 3 configuration error.
+no subscriptions, a file that is not a JSON report, missing key to check a signature), 3 configuration error,
+4 inconclusive (``reconcile`` only: a group compared nothing while events of its topics are in flight).
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from outbox.errors import ConfigError, OutboxError, ReconcileError
 from outbox.reconcile import config as cfg
+from outbox.reconcile.model import Verdict
 from relay import dburl
 from relay.causes import cause_lines
 
 EXIT_OK, EXIT_FOUND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_INCONCLUSIVE = 4
+"""``reconcile`` proved nothing yet: no discrepancy, but events are still in flight where nothing was compared.
+Its own code, so that automation never takes it for proof (0) nor for a loss (1): run again after the grace."""
+VERDICT_EXIT = {Verdict.PROVEN: EXIT_OK, Verdict.DISCREPANCIES: EXIT_FOUND, Verdict.INCONCLUSIVE: EXIT_INCONCLUSIVE}
 
 DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
                                     help="SQLAlchemy URL of the producer (outbox) database.")]
@@ -205,7 +211,7 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
         written = [f"{what}: {path.resolve()}" for what, path in (("JSON report", output), ("HTML report", html))
                    if path is not None]
         rc.print_report(sealed, Console(highlight=False), before_verdict=written)
-    raise typer.Exit(EXIT_OK if report.verdict is rc.Verdict.PROVEN else EXIT_FOUND)
+    raise typer.Exit(VERDICT_EXIT[report.verdict])
 
 
 def _read_report(path: Path) -> dict[str, Any]:

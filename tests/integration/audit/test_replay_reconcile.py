@@ -177,7 +177,7 @@ def test_replayed_copies_are_counted_as_replayed_and_the_verdict_is_proven(repla
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].endswith(f"{2 * N_REPLAYED} replayed (audited)")
     assert f"replay #{s.audit_id} by jane (INC-4711)" in res.output
-    assert json.loads(out.read_text())["format"] == "kafka-outbox/reconcile-report/v2"
+    assert json.loads(out.read_text())["format"] == "kafka-outbox/reconcile-report/v3"
     assert "<h2>Replays</h2><ul><li>replay #" in html.read_text()
     v = CliRunner().invoke(app, ["verify", str(out)], env=env)
     assert v.exit_code == 0 and "HMAC signature verified" in v.output, v.output
