@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from outbox.errors import KafkaUnavailableError, LeaseLostError
-from outbox.store.relay import RelayStore
+from outbox.errors import KafkaUnavailableError, LeaseLostError, OutboxCollisionError
+from outbox.store.relay import Mark, RelayStore
+from relay import checkpoint, identity
 from relay.config import RelaySettings
 from relay.faults import Faults
 from relay.kafka.lanes import LaneTransport
@@ -45,6 +46,8 @@ class Relay:
 
     def __init__(self, store: RelayStore, s: RelaySettings, kafka: FakeKafka, lanes: int = 1) -> None:
         self.kafka = kafka
+        s = identity.resolve(s, store)  # as the relay does once the database answers
+        self.settings = s
         got = store.acquire(s.instance_id, list(range(SHARDS)), 30)
 
         def transport(sh: int) -> Transport:
@@ -277,3 +280,33 @@ def test_dlq_retry_and_replay_below_the_floor_are_claimed_in_key_order(fresh_db:
     assert pending(fresh_db) == 0
     assert sorted(k.published()[first:]) == replayed, "every replayed row, once more"
     eng.dispose()
+
+
+def test_another_outboxs_checkpoint_under_our_ids_is_refused_and_nothing_is_marked(fresh_db: str, store: RelayStore,
+                                                                                  topic: str) -> None:
+    # Two outboxes given the same OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX: the other one's last checkpoint of shard 0
+    # names row ids that exist here too. Acting on it would mark our rows published with its offsets (a silent
+    # loss); the worker must refuse, say which outboxes collide, and stop the process.
+    write_events(fresh_db, topic, 40, keys=4)
+    ids = [int(i) for i in str(scalar(fresh_db, "SELECT string_agg(id::text, ',') FROM outbox.event "
+                                                "WHERE shard = 0")).split(",")]
+    k = FakeKafka()
+    r = Relay(store, settings(fresh_db, transactional_id_prefix="shared"), k)
+    other = identity.OutboxIdentity("999", "billing", "outbox")
+    k.checkpoints[checkpoint.key_for("shared-0")] = [
+        checkpoint.encode(other, 0, 4, "billing-relay", [Mark(i, 0, n) for n, i in enumerate(ids)])]
+    with pytest.raises(OutboxCollisionError) as caught:
+        r.workers[0].run_once()
+    text = str(caught.value)
+    assert "database 'billing'" in text and f"database {fresh_db.rsplit('/', 1)[1]!r}" in text
+    assert "OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX='shared'" in text
+    assert scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE published_at IS NOT NULL") == 0
+    assert k.published() == [], "nothing was sent either"
+    assert r.workers[0].run(threading.Event()) is Exit.COLLISION and r.workers[0].fatal is not None
+    # The same record written by this outbox is recovered as usual (the check is the identity, not the key).
+    own = identity.read(r.settings, store)
+    k.checkpoints[checkpoint.key_for("shared-0")].append(
+        checkpoint.encode(own, 0, 4, "w0", [Mark(i, 0, n) for n, i in enumerate(ids)]))
+    r.workers[0].close()
+    assert r.workers[0].run_once().claimed == 0, "recovery marked the shard's rows from its own checkpoint"
+    assert scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE shard = 0 AND published_at IS NULL") == 0
