@@ -81,7 +81,7 @@ def test_the_count_is_the_record_as_the_relay_sends_it(kw: dict[str, Any]) -> No
 
 
 def _largest_payload(e: Event, s: Settings, traceparent: str | None = None) -> int:
-    n = s.max_payload_bytes
+    n = s.max_payload_bytes - record_size(e, b"", e.key_bytes, traceparent)
     while record_size(e, b"x" * n, e.key_bytes, traceparent) > s.max_payload_bytes:
         n -= 1
     return n
