@@ -80,6 +80,8 @@ def test_the_producer_allows_the_records_writers_accept() -> None:
     from relay.kafka.clients import producer_config
 
     # librdkafka's own default (1,000,000) would refuse at produce() a record enqueue accepted
-    assert producer_config(settings(), 0)["message.max.bytes"] == DEFAULT_MAX_RECORD_BYTES
+    named = {"OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX": "t"}  # no database here to derive the default from
+    assert producer_config(settings(**named), 0)["message.max.bytes"] == DEFAULT_MAX_RECORD_BYTES
     # the user's passthrough still wins (docs/write-side.md: keep OUTBOX_MAX_PAYLOAD_BYTES at or under it)
-    assert producer_config(settings(OUTBOX_KAFKA_MESSAGE_MAX_BYTES="2097152"), 0)["message.max.bytes"] == "2097152"
+    raised = settings(OUTBOX_KAFKA_MESSAGE_MAX_BYTES="2097152", **named)
+    assert producer_config(raised, 0)["message.max.bytes"] == "2097152"
