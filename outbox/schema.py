@@ -85,6 +85,19 @@ event = Table(
     Column("last_error", Text, nullable=True),
     Column("dead_at", TS, nullable=True),
     CheckConstraint("(key IS NULL) = (key_seq IS NULL)", name="key_seq_iff_key"),
+    # relay_0003: rows the relay could never publish are refused when written (live rows only: the relay must
+    # still be able to dead-letter a bad row written before; added NOT VALID by the migration). The relay
+    # dead-letters any that get through (relay/records.py, docs/decisions/012).
+    CheckConstraint("dead_at IS NOT NULL OR shard >= 0", name="shard_not_negative"),
+    CheckConstraint("dead_at IS NOT NULL OR (\"time\" >= '0001-01-01 00:00:00+00' "
+                    "AND \"time\" < '10000-01-01 00:00:00+00')", name="time_in_range"),
+    CheckConstraint("dead_at IS NOT NULL OR (jsonb_typeof(headers) = 'array' AND NOT jsonb_path_exists(headers, "
+                    "'$[*] ? (@.type() != \"object\" || !exists(@.name) || !(exists(@.value) || exists(@.base64)))'))",
+                    name="headers_list"),
+    CheckConstraint("dead_at IS NOT NULL OR (topic ~ '^[a-zA-Z0-9._-]{1,249}$' AND topic NOT IN ('.', '..'))",
+                    name="topic_name"),
+    CheckConstraint("dead_at IS NOT NULL OR (type <> '' AND source <> '' AND content_type <> '')",
+                    name="attributes_present"),
     # The claim reads only this index: it stays as small as the backlog whatever the table size.
     Index(
         "ix_event_pending",

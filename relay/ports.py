@@ -42,6 +42,14 @@ class Transport(Protocol):
     def init(self) -> None:
         """init_transactions(): fences any older producer with the same id and aborts its open transaction."""
 
+    def topic_refusal(self, topic: str) -> str | None:
+        """Why Kafka will never take records for ``topic`` (it does not exist and the broker does not create it,
+        its name is invalid, the principal may not describe it), from the broker's metadata; None when it may.
+        Called outside any transaction. A topic found usable is remembered (no request per batch); a refusal
+        is never remembered here, so asking again re-checks (a topic created since is picked up). Raises
+        KafkaUnavailableError when the metadata cannot be read."""
+        ...
+
     def begin(self) -> None: ...
 
     def send(self, record: OutRecord) -> None:
@@ -49,7 +57,11 @@ class Transport(Protocol):
         knows the broker would refuse it (too large, invalid topic)."""
 
     def flush(self) -> list[Delivery]:
-        """Wait until every queued record is acknowledged or failed; return the deliveries since last flush."""
+        """Wait until every queued record is acknowledged or failed; return the deliveries since last flush.
+
+        Raises PermanentPublishError when the broker refused the transaction as a whole for a reason no retry
+        changes (e.g. TOPIC_AUTHORIZATION_FAILED when a partition is added to it): no record is to blame, the
+        transaction must be aborted, and the caller finds the topic by publishing topics apart."""
         ...
 
     def send_checkpoint(self, partition: int, key: bytes, value: bytes) -> None: ...

@@ -34,10 +34,13 @@ from relay.faults import Faults
 from relay.floor import ClaimFloor
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
-from relay.publish import Published, isolate, publish_batch
+from relay.publish import Published, TopicGate, choose, publish_batch
+from relay.records import ERROR_CLASS as UNDECODABLE
+from relay.records import first_of_each_key, undecodable_reason
 
 log = logging.getLogger("relay.worker")
 TRANSIENT = (KafkaUnavailableError, DatabaseUnavailableError)
+MISPLACED_EVERY_S = 10.0  # how often shard 0's worker looks for rows with a negative shard (one index probe)
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,13 @@ class Result:
     refused: int = 0
     dead_lettered: int = 0
     full: bool = False
+    waiting: int = 0  # claimed rows left out because their topic is refused and not due for a re-check
 
     @property
     def idle(self) -> bool:
-        return self.claimed == 0
+        """Nothing to do now: nothing claimed, or every claimed row waits for its topic's next check (the loop
+        then sleeps as when idle instead of claiming the same rows back to back)."""
+        return self.claimed in (0, self.waiting)
 
 
 class Exit(Enum):
@@ -73,6 +79,10 @@ class ShardWorker:
         self._identity: identity.OutboxIdentity | None = None
         self.fatal: OutboxCollisionError | None = None  # why the worker stopped the process (Exit.COLLISION)
         self._suspects: dict[int, str] = {}
+        self._suspect_topics: dict[str, str] = {}  # topics of a transaction refused as a whole (relay.publish)
+        self._isolating = False  # whose turn it is while there are suspects: theirs (True) or the others'
+        self._gate = TopicGate(settings.retry_max_s, clock)
+        self._misplaced_due = 0.0  # shard 0 only: when to look for rows with a negative shard next
         self._label = str(shard)
         # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
@@ -189,6 +199,7 @@ class ShardWorker:
         transport = self._open()
         if self._unmarked:
             self._mark(self._unmarked)
+        swept = self._dead_letter_misplaced()
         started = self._clock()
         self._slots.acquire()
         released = False
@@ -203,24 +214,55 @@ class ShardWorker:
             rows, snap = self._store.claim_above(self.shard, self.s.batch_size, *self._floor.bound())
             claimed_at = self._clock()
             if not rows:
-                self._suspects.clear()  # nothing pending: any suspect was published or dead-lettered meanwhile
-                return Result()
+                # Nothing pending: any suspect was published or dead-lettered meanwhile.
+                self._suspects.clear()
+                self._suspect_topics.clear()
+                return Result(dead_lettered=swept)
             self._floor.claimed(rows[-1].id, len(rows), self.s.batch_size, snap)
             claimed_ids = [r.id for r in rows]
             claimed, full = len(rows), len(rows) >= self.s.batch_size
             self._faults.batch_started()
-            batch = isolate(rows, set(self._suspects)) if self._suspects else rows
-            batch_len = len(batch)
-            if batch is not rows:
+            gated = self._gate.screen(transport, {r.topic: None for r in rows})
+            refused_topics: dict[int, str] = {}
+            undecodable: dict[int, str] = {}
+            waiting = 0
+            if gated:  # a refused topic's rows stay out; a fresh check counts an attempt for each key's first
+                kept = [r for r in rows if r.topic not in gated]
+                waiting = sum(1 for r in rows if r.topic in gated and not gated[r.topic][1])
+                counted = [r for r in rows if r.topic in gated and gated[r.topic][1]]
+                heads = set(first_of_each_key(counted))  # a key's later rows only wait behind its first
+                for r in counted:
+                    if r.id not in heads:
+                        continue
+                    # An undecodable row is dead-lettered as such, not charged an attempt: that update could
+                    # violate the CHECKs of relay_0003, which only a dead row escapes.
+                    reason = undecodable_reason(r)
+                    if reason is None:
+                        refused_topics[r.id] = gated[r.topic][0]
+                    else:
+                        undecodable[r.id] = reason
                 rows.clear()
+                rows = kept
+            present = {r.topic for r in rows}
+            for t in [t for t in self._suspect_topics if t not in present]:
+                del self._suspect_topics[t]  # none of its rows pending any more (dead-lettered, held)
+            batch = choose(rows, self._suspects, self._suspect_topics, self._isolating)
+            if batch is not rows:
+                self._isolating = not self._isolating
+                rows.clear()
+            batch_len = len(batch)
+            topics = {r.id: r.topic for r in batch} if self._suspect_topics else {}
             self._faults.at(KillPoint.BEFORE_PRODUCE)
             if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
                 self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
-            # One PRODUCER span per transaction, linked to each event's writer trace (no-op without an SDK).
-            with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
-                out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, writer=self._writer(),
-                                    checkpoint_partition=self._checkpoints.partition_for(self.shard),
-                                    faults=self._faults, sent=release, clock=self._clock)
+            if not batch:
+                out = Published()
+            else:
+                # One PRODUCER span per transaction, linked to each event's writer trace (no-op without an SDK).
+                with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
+                    out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, writer=self._writer(),
+                                        checkpoint_partition=self._checkpoints.partition_for(self.shard),
+                                        faults=self._faults, sent=release, clock=self._clock)
         except PublishError:
             # The transaction's fate is unknown (e.g. a commit that timed out): the next _open re-initialises,
             # which aborts it if it is still open, and recovery marks it if it committed.
@@ -228,6 +270,8 @@ class ShardWorker:
             raise
         finally:
             release()
+        if out.broken:
+            self._drop_transport()  # it could not abort a refused transaction: the next round re-initialises
         if out.marks:
             self._metrics.commit_seconds.observe(out.commit_s)
             phases = self._metrics.phase_seconds
@@ -240,11 +284,16 @@ class ShardWorker:
             phases.labels("mark").observe(self._clock() - t_mark)
             self._metrics.batch_rows.observe(len(out.marks))
             self._metrics.batch_seconds.observe(self._clock() - started)
-        dead = self._handle_failures(batch_len, out)
+            for m in out.marks:  # a topic with a committed record is not the one a refusal was about
+                if m.id in topics:
+                    self._suspect_topics.pop(topics[m.id], None)
+        self._suspect_topics.update(out.suspect_topics)
+        dead = swept + self._handle_failures(batch_len, out, refused_topics, undecodable)
         marked = {m.id for m in out.marks}
         self._floor.finished(next((i for i in claimed_ids if i not in marked), None))
-        return Result(claimed, len(out.marks), len(out.refused) + len(out.suspects), dead,
-                      full and batch_len == claimed and not out.suspects)
+        return Result(claimed, len(out.marks),
+                      len(out.refused) + len(out.suspects) + len(refused_topics) + len(out.suspect_topics),
+                      dead, full and batch_len == claimed and not out.suspects, waiting)
 
     def _mark(self, marks: tuple[Mark, ...]) -> None:
         self._unmarked = marks  # kept until the mark commits: the next batch waits for it
@@ -255,17 +304,19 @@ class ShardWorker:
         for m in marks:
             self._suspects.pop(m.id, None)
 
-    def _handle_failures(self, batch_len: int, out: Published) -> int:
-        refused = dict(out.refused)
+    def _handle_failures(self, batch_len: int, out: Published, refused_topics: dict[int, str],
+                         undecodable: dict[int, str]) -> int:
+        dead = self._dead_letter_now({**undecodable, **out.undecodable}, UNDECODABLE,
+                                     "a row cannot be turned into a Kafka record")
+        refused = {**refused_topics, **out.refused}
         if batch_len == 1:
             refused.update(out.suspects)  # alone in its transaction: the refusal is its own
         else:
             self._suspects.update(out.suspects)
         if not refused:
-            return 0
+            return dead
         self._metrics.failures.inc(len(refused))
         attempts = self._store.record_failures(self.shard, self.owner, self.epoch, refused)
-        dead = 0
         for rid, n in attempts.items():
             log.warning("Kafka refused a row", extra={"shard": self.shard, "row": rid, "attempts": n,
                                                        "error": refused[rid][:300]})
@@ -277,6 +328,33 @@ class ShardWorker:
                 log.error("row dead-lettered; its key is held until an operator resolves it",
                           extra={"shard": self.shard, "row": rid, "attempts": n})
         return dead
+
+    def _dead_letter_now(self, reasons: dict[int, str], error_class: str, what: str) -> int:
+        """Dead-letter rows no retry can help (the row itself is wrong): at once, without counting attempts."""
+        dead = 0
+        for rid, reason in reasons.items():
+            if self._store.dead_letter(self.shard, self.owner, self.epoch, rid, reason=reason,
+                                       error_class=error_class):
+                dead += 1
+                self._suspects.pop(rid, None)
+                self._metrics.dead_lettered.inc()
+                log.error(f"{what}: dead-lettered; its key is held until an operator resolves it",
+                          extra={"shard": self.shard, "row": rid, "error": reason[:300]})
+        return dead
+
+    def _dead_letter_misplaced(self) -> int:
+        """Shard 0's worker, at most every MISPLACED_EVERY_S: dead-letter pending rows whose shard
+        is negative. No worker ever claims them, so without this they would wait silently forever; under shard
+        0's lease (and epoch) there is exactly one owner doing it. (Shards >= OUTBOX_SHARDS are left alone: they
+        are a shard-count change in progress, reported by ``outbox status`` and the stranded-rows gauge.)"""
+        if self.shard != 0 or self._clock() < self._misplaced_due:
+            return 0
+        self._misplaced_due = self._clock() + MISPLACED_EVERY_S
+        found = self._store.misplaced(self.s.batch_size)
+        return self._dead_letter_now(
+            {rid: f"shard {sh} is negative: no relay ever claims it (shards are 0..OUTBOX_SHARDS-1); `outbox dlq "
+                  f"retry` re-queues the row into its key's shard" for rid, sh in found.items()},
+            "MisplacedRow", "a row has a negative shard")
 
     # --- the loop ----------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> Exit:

@@ -50,8 +50,8 @@ class PendingRow:
     type: str
     source: str
     subject: str | None
-    time: datetime
-    headers: Any  # the JSONB user headers as stored by the writer, None when empty (decoded by relay.records)
+    time: datetime | None  # None when the stored value is outside what the driver converts (relay.records)
+    headers: Any  # the JSONB user headers as JSON text (or parsed), None when empty (decoded by relay.records)
     traceparent: str | None
     key_seq: int | None
     attempts: int
@@ -80,10 +80,19 @@ class Mark:
 
 
 # Most events carry no user headers: ship NULL for '[]' so the driver never parses JSON for them (a third of
-# the relay's per-row CPU in profiles).
-_HEADERS = sa.case((event.c.headers == sa.cast(sa.literal("[]"), JSONB), sa.null()), else_=event.c.headers)
+# the relay's per-row CPU in profiles). The others ship as text, parsed per row by relay.records: a value the
+# driver's JSON parser chokes on (nesting deeper than Python's recursion limit) then fails its row, not the claim.
+_HEADERS = sa.case((event.c.headers == sa.cast(sa.literal("[]"), JSONB), sa.null()),
+                   else_=sa.cast(event.c.headers, sa.Text))
+# A time the driver cannot convert (infinity, year 10000, BC: Python's datetime spans years 1..9999) failed the
+# whole claim of its shard, for good. Such a time is shipped as NULL, which relay.records refuses for that row
+# alone. The bounds keep a day's margin inside 1..9999 because the driver converts into the session's time zone.
+_TIME_LOW, _TIME_HIGH = "0001-01-02 00:00:00+00", "9999-12-30 00:00:00+00"
+_TIME = sa.case((event.c.time.between(sa.cast(sa.literal(_TIME_LOW), event.c.time.type),
+                                      sa.cast(sa.literal(_TIME_HIGH), event.c.time.type)), event.c.time),
+                else_=sa.null())
 _CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, event.c.payload,
-                  event.c.content_type, event.c.type, event.c.source, event.c.subject, event.c.time,
+                  event.c.content_type, event.c.type, event.c.source, event.c.subject, _TIME,
                   _HEADERS, event.c.traceparent, event.c.key_seq, event.c.attempts)
 
 
@@ -161,6 +170,14 @@ class RelayStore(StatusQueries, LeaseQueries, RecoveryQueries):
             return [], NO_SNAPSHOT
         g, xmin, horizon = rows[-1][_NCOLS:]
         return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(horizon), int(g))
+
+    def misplaced(self, limit: int) -> dict[int, int]:
+        """Pending rows with a negative shard (row id → shard), which no worker ever claims: written by hand or
+        by a broken writer. Cheap: a range of the partial index ``ix_event_pending (shard, id)``."""
+        q = (sa.select(event.c.id, event.c.shard).where(event.c.shard < 0, _PENDING)
+             .order_by(event.c.id).limit(limit))
+        with relay_db("looking for rows with a negative shard"), self._autocommit.connect() as c:
+            return {int(i): int(sh) for i, sh in c.execute(q).all()}
 
     def probe_claim(self) -> None:
         """Run the claim statement once for no rows: raises StoreError when the role may not read a table the

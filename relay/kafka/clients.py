@@ -16,12 +16,24 @@ log = logging.getLogger("relay.kafka")
 _client_log = logging.getLogger("relay.kafka.client")
 
 _FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+# Errors no retry of the same record can clear: the record, its topic or the principal's right to the topic is
+# at fault. This is the relay's reading of "non-retriable": librdkafka's retriable() flag is unset on many
+# transient errors (transport, timeouts), and errors of the producer as a whole (its transactional id or
+# cluster authorisation, transaction state) must stop the relay's work rather than dead-letter every row.
 _PERMANENT = frozenset({
     KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
-    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.INVALID_TIMESTAMP,
 })
+# A topic's metadata error that means no record for it will ever be taken (auto-creation off or refused).
+_TOPIC_REFUSALS = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART: "does not exist, and the broker does not create it on use "
+                                      "(auto.create.topics.enable=false): create the topic",
+    KafkaError.TOPIC_EXCEPTION: "is not a valid Kafka topic name",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "may not be described by this relay's principal: grant it DESCRIBE "
+                                           "and WRITE on the topic",
+}
 # init(): deadlines of the quick attempts before one with the full timeout (see KafkaTransport.init).
 _QUICK_INIT_S = (0.15, 0.2, 0.25, 0.3)
 # Records failed only because their transaction was aborted or purged: a consequence, never a cause.
@@ -41,6 +53,14 @@ def translate(err: KafkaError, doing: str) -> PublishError:
         # which re-runs recovery, like a fencing.
         return FencedError(f"fatal producer error while {text}")
     return KafkaUnavailableError(text)
+
+
+def topic_refusal(topic: str, err: KafkaError | None) -> str | None:
+    """Why no record for ``topic`` will be accepted, from its metadata error; None when it may be (no error, or
+    a transient one such as LEADER_NOT_AVAILABLE while it is being created)."""
+    if err is None or err.code() not in _TOPIC_REFUSALS:
+        return None
+    return f"topic {topic!r} {_TOPIC_REFUSALS[err.code()]} ({err.name()}), then `outbox dlq retry` the row"
 
 
 def _call(doing: str, fn: Any, *args: Any) -> Any:

@@ -66,6 +66,9 @@ class LaneTransport:
         for t in self._lanes:
             t.init()
 
+    def topic_refusal(self, topic: str) -> str | None:
+        return self._lanes[self._current].topic_refusal(topic)  # metadata: any lane's producer answers alike
+
     def begin(self) -> None:
         self._current = (self._current + 1) % len(self._lanes)
         self._lanes[self._current].begin()

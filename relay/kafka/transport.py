@@ -12,12 +12,27 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from outbox.errors import KafkaUnavailableError
 from relay.config import RelaySettings
-from relay.kafka.clients import _CONSEQUENCE, _QUICK_INIT_S, _call, _client_log, log, producer_config, translate
+from relay.kafka.clients import (
+    _CONSEQUENCE,
+    _QUICK_INIT_S,
+    _call,
+    _client_log,
+    log,
+    producer_config,
+    topic_refusal,
+    translate,
+)
 from relay.ports import Delivery, OutRecord
 
 # Topics whose partition count this process has already compared with the shard count (one line per topic).
 _ADVISED: set[str] = set()
 _ADVISED_LOCK = threading.Lock()
+# (bootstrap servers, topic) found usable in the metadata: not asked again for each batch. Forgotten when a
+# transaction's records are not acknowledged in time (the topic may have been deleted since).
+_USABLE: set[tuple[str, str]] = set()
+_USABLE_LOCK = threading.Lock()
+# Bound on one topic's metadata request: it runs before a batch's transaction opens, on the shard's hot path.
+_METADATA_TIMEOUT_S = 5.0
 
 
 class KafkaTransport:
@@ -33,6 +48,8 @@ class KafkaTransport:
         self._shards = settings.shards
         self._topics: set[str] = set()  # topics this producer has sent to (see _advise_partitions)
         self._new_topics: list[str] = []
+        self._bootstrap = settings.bootstrap_servers
+        self._txn_topics: set[str] = set()  # topics of the open transaction
         self.init_attempts = 0  # producers asked for a producer id by the last init() (read by tests)
 
     def _on_delivery(self, ref: int, err: KafkaError | None, msg: Any) -> None:
@@ -67,11 +84,31 @@ class KafkaTransport:
         self.init_attempts += 1
         _call(doing, self._producer.init_transactions, self._timeout)
 
+    def topic_refusal(self, topic: str) -> str | None:
+        """See ``relay.ports.Transport.topic_refusal``. Up front rather than at produce time: for a topic that
+        does not exist librdkafka keeps the records until ``topic.metadata.propagation.max.ms`` or the message
+        timeout, so the transaction only ever timed out (transient: retried forever, the shard stalled)."""
+        if (self._bootstrap, topic) in _USABLE:
+            return None
+        try:
+            md = self._producer.list_topics(topic, timeout=min(self._timeout, _METADATA_TIMEOUT_S))
+        except KafkaException as exc:
+            raise translate(exc.args[0], f"reading the metadata of topic {topic!r}") from exc
+        found = md.topics.get(topic)
+        err = None if found is None else found.error
+        refusal = topic_refusal(topic, err)
+        if refusal is None and found is not None and err is None and found.partitions:
+            with _USABLE_LOCK:
+                _USABLE.add((self._bootstrap, topic))
+        return refusal
+
     def begin(self) -> None:
         self._raw = []
+        self._txn_topics = set()
         _call(f"beginning a transaction ({self._tid})", self._producer.begin_transaction)
 
     def send(self, record: OutRecord) -> None:
+        self._txn_topics.add(record.topic)
         if record.topic not in self._topics:
             self._topics.add(record.topic)
             self._new_topics.append(record.topic)
@@ -100,12 +137,36 @@ class KafkaTransport:
         while left and time.monotonic() < deadline:
             left = self._flush(max(0.1, deadline - time.monotonic()))
         if left:
+            with _USABLE_LOCK:  # a topic deleted since it was checked looks like this: check it again next time
+                _USABLE.difference_update((self._bootstrap, t) for t in self._txn_topics)
             raise KafkaUnavailableError(f"{left} records not acknowledged within {self._timeout:.0f}s ({self._tid})")
         raw, self._raw = self._raw, []
+        codes = {err.code() for _, err, _, _ in raw if err is not None}
+        if codes and codes <= _CONSEQUENCE:  # purged, and no record to blame: ask the transaction why
+            self._refused_as_a_whole()
         return [Delivery(ref, p, o) if err is None else
                 Delivery(ref, -1, -1, KafkaUnavailableError(f"aborted with its transaction: {err.str()}")
                          if err.code() in _CONSEQUENCE else translate(err, f"delivering outbox row {ref}"))
                 for ref, err, p, o in raw]
+
+    def _refused_as_a_whole(self) -> None:
+        """Records purged by librdkafka itself: the transaction failed as a whole, and the delivery reports do
+        not say why (an AddPartitionsToTxn refusal names no record). ``begin_transaction`` is a side-effect-free
+        way to ask: it only acts in the READY state, and in the abortable-error state a failed transaction is in,
+        it returns that transaction's error. A permanent cause raises PermanentPublishError (a fencing or fatal
+        one FencedError); a transient one leaves the purged records to be reported as consequences."""
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            cause = exc.args[0]
+            if cause.code() in _CONSEQUENCE or cause.code() == KafkaError._STATE:
+                return  # still in the transaction or purged by us: no cause to report
+            err = translate(cause, f"the transaction ({self._tid}, topics {sorted(self._txn_topics)})")
+            if not isinstance(err, KafkaUnavailableError):
+                raise err from exc  # permanent: refused as a whole; fenced or fatal: the worker re-initialises
+            return
+        # READY: the transaction had already ended, so a new one began; the caller must not go on with it.
+        raise KafkaUnavailableError(f"the transaction of {self._tid} ended while its records were in flight")
 
     def _advise_partitions(self) -> None:
         """Once per topic and process: say when a topic's partition count defeats the shard ↔ partition affinity.

@@ -26,6 +26,9 @@ class FakeKafka:
     checkpoints: dict[bytes, list[bytes]] = field(default_factory=dict)  # key → committed values, in order
     sync_refuse: set[int] = field(default_factory=set)  # refs refused by the client at send()
     broker_refuse: set[int] = field(default_factory=set)  # refs whose whole record batch the broker refuses
+    missing_topics: set[str] = field(default_factory=set)  # not in the metadata (auto-create off)
+    denied_topics: set[str] = field(default_factory=set)  # AddPartitionsToTxn refused: the whole transaction fails
+    metadata_requests: int = 0
     fail_commit: list[PublishError] = field(default_factory=list)  # raised by the next commits, in order
     fail_init: list[PublishError] = field(default_factory=list)
     fail_probe: list[PublishError] = field(default_factory=list)  # raised by the next recovery probes, in order
@@ -57,6 +60,10 @@ class FakeTransport:
         self.k.epochs[self.tid] = self.my_epoch = self.k.epochs.get(self.tid, 0) + 1
         self.k.inits += 1
 
+    def topic_refusal(self, topic: str) -> str | None:
+        self.k.metadata_requests += 1
+        return f"topic {topic!r} does not exist (fake)" if topic in self.k.missing_topics else None
+
     def begin(self) -> None:
         self._fenced()
         assert self.open is None, "begin inside an open transaction"
@@ -70,6 +77,10 @@ class FakeTransport:
 
     def flush(self) -> list[Delivery]:
         assert self.open is not None
+        denied = sorted({r.topic for r in self.open} & self.k.denied_topics)
+        if denied:  # like librdkafka: every record purged, the cause only in the transaction's error
+            raise PermanentPublishError("the transaction: TOPIC_AUTHORIZATION_FAILED: Failed to add partition(s) "
+                                        "to transaction (fake)")
         # One record batch per topic here: a refused record takes its batch-mates down with it.
         bad_topics = {r.topic for r in self.open if r.ref in self.k.broker_refuse}
         out = []

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
-from outbox.errors import FencedError, KafkaUnavailableError
+from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError
+from outbox.store.relay import PendingRow
 from relay import checkpoint
 from relay.faults import Faults
 from relay.identity import OutboxIdentity
-from relay.publish import isolate, publish_batch
+from relay.publish import TopicGate, choose, isolate, publish_batch
+from relay.records import to_record
 from tests.unit.relay.fakes import FakeKafka, FakeTransport, row
 
 WRITER = checkpoint.Writer(OutboxIdentity("7", "db", "outbox"), "p-3", "me")
@@ -74,3 +79,103 @@ def test_transient_and_fencing_errors_propagate() -> None:
     FakeTransport(k2).init()  # a newer producer with the same transactional.id
     with pytest.raises(FencedError):
         _publish(k2, [row(1)], t)
+
+
+# --- permanent errors and hostile rows (docs/decisions/012) ---------------------------------------------------
+def _hostile(i: int, row_key: str | None = "a", **changes: Any) -> PendingRow:
+    return dataclasses.replace(row(i, row_key), **changes)
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"headers": '{"name": "h", "value": "v"}'}, "not a list"),
+    ({"headers": '"just a string"'}, "not a list"),
+    ({"headers": "[1, 2]"}, "headers[0] is 1"),
+    ({"headers": '[{"name": "h"}]'}, "exactly one of 'value'"),
+    ({"headers": '[{"value": "v"}]'}, "no text 'name'"),
+    ({"headers": '[{"name": "h", "value": 7}]'}, "int value"),
+    ({"headers": '[{"name": "h", "base64": "%%%"}]'}, "not valid base64"),
+    ({"headers": '[{"name": "h", "value": "v", "base64": "AA=="}]'}, "exactly one of"),
+    ({"headers": '[{"name": "ce_id", "value": "forged"}]'}, "reserved header name"),
+    ({"headers": "[" * 100_000 + "]" * 100_000}, "RecursionError"),
+    ({"headers": "not json"}, "JSONDecodeError"),
+    ({"time": None}, "time is infinite or outside years 1..9999"),
+    ({"topic": "a" * 250}, "at most 249"),
+    ({"topic": "bad name"}, "characters Kafka rejects"),
+    ({"topic": ""}, "topic is empty"),
+    ({"payload": None}, "payload is NoneType"),
+    ({"payload": "text"}, "payload is str"),
+    ({"key": "text"}, "key is str"),
+    ({"key_seq": None}, "key and key_seq"),
+    ({"content_type": ""}, "content_type is ''"),
+    ({"type": None}, "type is None"),
+    ({"source": 5}, "source is 5"),
+    ({"subject": b"x"}, "subject is bytes"),
+])
+def test_a_row_no_record_can_be_built_from_is_refused_with_the_reason(changes: dict[str, Any], says: str) -> None:
+    with pytest.raises(PermanentPublishError, match=r"row 1 cannot be published") as got:
+        to_record(_hostile(1, **changes))
+    assert says in str(got.value)
+
+
+def test_valid_stored_headers_decode_in_order_text_and_bytes() -> None:
+    r = _hostile(1, headers='[{"name": "a", "value": "x"}, {"name": "b", "base64": "AAE="}]')
+    assert to_record(r).headers[-2:] == [("a", b"x"), ("b", b"\x00\x01")]
+
+
+def test_undecodable_row_is_reported_apart_its_key_left_out_and_the_rest_commits() -> None:
+    k = FakeKafka()
+    out = _publish(k, [row(1, "a"), _hostile(2, "b", headers="[1]"), row(3, "b"), row(4, "c"),
+                       _hostile(5, None, time=None)])
+    assert set(out.undecodable) == {2, 5} and "headers[0]" in out.undecodable[2]
+    assert not out.refused and not out.suspects
+    assert k.published() == [1, 4], "row 3 (key b) must not overtake undecodable row 2"
+
+
+def test_a_batch_of_only_undecodable_rows_opens_and_aborts_an_empty_transaction() -> None:
+    k = FakeKafka()
+    out = _publish(k, [_hostile(1, headers='{"x": 1}')])
+    assert set(out.undecodable) == {1} and k.committed == [] and not out.marks
+
+
+def test_transaction_refused_as_a_whole_with_one_topic_refuses_the_first_row_of_each_key() -> None:
+    k = FakeKafka(denied_topics={"__consumer_offsets"})
+    rows = [row(i, key, topic="__consumer_offsets") for i, key in ((1, "a"), (2, "b"), (3, "a"), (4, None))]
+    out = _publish(k, rows)
+    assert set(out.refused) == {1, 2, 4} and "TOPIC_AUTHORIZATION_FAILED" in out.refused[1]
+    assert not out.suspect_topics and k.committed == []
+
+
+def test_transaction_refused_as_a_whole_with_several_topics_makes_them_suspect_topics() -> None:
+    k = FakeKafka(denied_topics={"denied"})
+    out = _publish(k, [row(1, "a", topic="denied"), row(2, "b", topic="ok")])
+    assert set(out.suspect_topics) == {"denied", "ok"} and not out.refused and k.committed == []
+
+
+def test_choose_alternates_between_the_suspects_alone_and_everything_else() -> None:
+    rows = [row(1, "a", topic="x"), row(2, "b"), row(3, "a", topic="x"), row(4, "c"), row(5, None)]
+    assert choose(rows, {}, {}, isolating=True) is rows
+    # A suspect topic: its rows alone on isolating turns, the others on the other turns.
+    assert [r.id for r in choose(rows, {}, {"x": "why"}, isolating=True)] == [1, 3]
+    assert [r.id for r in choose(rows, {}, {"x": "why"}, isolating=False)] == [2, 4, 5]
+    # A suspect row (key b): alone; the others flow without it and without the later rows of its key.
+    more = [*rows, row(6, "b")]
+    assert [r.id for r in choose(more, {2: "why"}, {}, isolating=True)] == [2]
+    assert [r.id for r in choose(more, {2: "why"}, {}, isolating=False)] == [1, 3, 4, 5]
+    # Nothing else to publish: the isolating rows go whatever the turn.
+    assert [r.id for r in choose([row(2, "b")], {2: "why"}, {}, isolating=False)] == [2]
+
+
+def test_topic_gate_counts_one_attempt_per_check_and_picks_up_a_topic_created_later() -> None:
+    k = FakeKafka(missing_topics={"gone"})
+    t = FakeTransport(k)
+    now = [0.0]
+    gate = TopicGate(5.0, clock=lambda: now[0])
+    assert gate.screen(t, ["gone", "ok"]) == {"gone": ("topic 'gone' does not exist (fake)", True)}
+    now[0] = 4.9
+    assert gate.screen(t, ["gone"]) == {"gone": ("topic 'gone' does not exist (fake)", False)}, "not due: waits"
+    assert k.metadata_requests == 2, "a refusal is not re-asked before recheck_s"
+    now[0] = 5.0
+    assert gate.screen(t, ["gone"])["gone"][1] is True, "due again: one more attempt"
+    k.missing_topics.clear()  # the operator created it
+    now[0] = 10.0
+    assert gate.screen(t, ["gone"]) == {}
