@@ -7,6 +7,7 @@ from confluent_kafka import KafkaError
 
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError
 from relay.kafka import translate
+from relay.kafka.clients import topic_refusal
 
 
 @pytest.mark.parametrize(("code", "cls"), [
@@ -27,3 +28,31 @@ def test_translation(code: int, cls: type) -> None:
 
 def test_fatal_errors_are_treated_like_fencing() -> None:
     assert isinstance(translate(KafkaError(KafkaError._STATE, fatal=True), "x"), FencedError)
+
+
+@pytest.mark.parametrize("code", [KafkaError.INVALID_TIMESTAMP, KafkaError._UNKNOWN_PARTITION,
+                                  KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.POLICY_VIOLATION])
+def test_other_record_level_refusals_are_permanent(code: int) -> None:
+    assert type(translate(KafkaError(code), "x")) is PermanentPublishError
+
+
+@pytest.mark.parametrize("code", [KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                                  KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.INVALID_TXN_STATE])
+def test_errors_of_the_producer_as_a_whole_never_dead_letter_rows(code: int) -> None:
+    # Not a record's fault: charging rows for them would dead-letter every row the relay sees.
+    assert not isinstance(translate(KafkaError(code), "x"), PermanentPublishError)
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    (KafkaError.UNKNOWN_TOPIC_OR_PART, "does not exist"),
+    (KafkaError.TOPIC_EXCEPTION, "not a valid Kafka topic name"),
+    (KafkaError.TOPIC_AUTHORIZATION_FAILED, "grant it DESCRIBE and WRITE"),
+])
+def test_topic_metadata_errors_that_refuse_every_record_name_the_fix(code: int, says: str) -> None:
+    reason = topic_refusal("orders", KafkaError(code))
+    assert reason is not None and says in reason and "'orders'" in reason and "dlq retry" in reason
+
+
+@pytest.mark.parametrize("err", [None, KafkaError(KafkaError.LEADER_NOT_AVAILABLE), KafkaError(KafkaError._TRANSPORT)])
+def test_a_usable_or_transiently_unavailable_topic_is_not_refused(err: KafkaError | None) -> None:
+    assert topic_refusal("orders", err) is None
