@@ -166,8 +166,10 @@ def test_all_brokers_down_fails_readyz_only_and_a_relay_started_meanwhile_waits_
     wait_until(lambda: pending(url) == 0, 30, lambda: f"relay a to publish\n{a.logs()}")
 
     mark = len(a.log.read_text())
-    own_kafka.node(1).stop()  # idle relay: no transaction is open, so the restart leaves none hanging
     t_down = time.monotonic()
+    # A clean stop: a SIGKILL right after a commit can make this Kafka skip the commit markers on restart, a
+    # hanging transaction that is the broker's bug (tests/faults/relay/test_broker_restart.py), not this test's.
+    own_kafka.node(1).stop()
     wait_until(lambda: probes(a)[1] == 503, 15, lambda: f"readyz 503 while Kafka is down\n{a.logs()}")
     assert probes(a)[0] == 200
 
