@@ -126,15 +126,25 @@ class StartupWait:
         return got
 
 
+# The server's words when it refuses the login itself: a configuration error (OUTBOX_DATABASE_URL), not an outage.
+# libpq gives no SQLSTATE for a failed connection, so the (English) message is all there is; a server speaking
+# another language is waited for instead, which is the safe side.
+_LOGIN_REFUSED = re.compile(r"password authentication failed|role \S+ does not exist|no pg_hba\.conf entry")
+
+
 def check_database(engine: sa.Engine) -> None:
+    """DatabaseUnavailableError while the database does not answer (start-up waits); ConfigError when it answers
+    but refuses the relay's login (exit 3: waiting would not fix the URL or the password)."""
     try:
         with engine.connect() as c:
             c.execute(sa.select(1))
     except sa_exc.DBAPIError as exc:
-        raise DatabaseUnavailableError(
-            f"the database at {engine.url.render_as_string(hide_password=True)} is unreachable: "
-            f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
-        ) from exc
+        said = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        where = engine.url.render_as_string(hide_password=True)
+        if _LOGIN_REFUSED.search(said):
+            raise ConfigError(f"OUTBOX_DATABASE_URL: the database at {where} refused the relay's login: {said}") \
+                from exc
+        raise DatabaseUnavailableError(f"the database at {where} is unreachable: {said}") from exc
 
 
 def check_schema(engine: sa.Engine, schema: str) -> None:

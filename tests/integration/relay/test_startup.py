@@ -74,6 +74,14 @@ def test_database_unreachable_is_waited_for_until_the_bounded_wait_gives_up(boot
     assert "is unreachable" in str(waits[0]["error"]), waits
 
 
+def test_a_login_the_database_refuses_exits_3_without_waiting(fresh_db: str, bootstrap: str) -> None:
+    r = run_relay({"OUTBOX_DATABASE_URL": fresh_db.replace("://postgres@", "://nobody@"),
+                   "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    assert r.returncode == 3, r.stderr
+    assert "configuration error: OUTBOX_DATABASE_URL: the database at" in r.stderr, r.stderr
+    assert 'role "nobody" does not exist' in r.stderr and "waiting for" not in r.stderr, r.stderr
+
+
 def test_schema_behind_is_waited_for_saying_to_migrate(empty_db: str, bootstrap: str) -> None:
     r = run_relay({"OUTBOX_DATABASE_URL": empty_db, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                    "OUTBOX_RELAY_STARTUP_WAIT_S": "1"})
