@@ -46,4 +46,4 @@ class Metrics:
                                  "bottom). Stuck while a writing transaction stays open (docs/decisions/015)",
                                  ["shard"], registry=r)
         self.leases_held = Gauge("outbox_relay_leases_held", "Shards this instance owns", registry=r)
-        self.ready = Gauge("outbox_relay_ready", "1 when started and the lease loop is healthy", registry=r)
+        self.ready = Gauge("outbox_relay_ready", "1 while ready (/readyz): leases renew, Kafka answers", registry=r)
