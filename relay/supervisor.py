@@ -105,7 +105,7 @@ class Supervisor:
             ex = w.run(stop)
             r.exit.append(ex)
             if ex is Exit.COLLISION:
-                self._fail(shard, getattr(w, "fatal", None))
+                self._fail(shard, w.fatal)
 
         r = _Running(w, stop, threading.Thread(target=body, name=f"relay-shard-{shard}", daemon=True))
         self._running[shard] = r
