@@ -86,7 +86,7 @@ def _topic(bootstrap: str) -> str:
     return name
 
 
-def test_outboxes_sharing_a_cluster_with_default_settings_publish_everything_exactly_once(  # noqa: PLR0917
+def test_outboxes_sharing_a_cluster_with_default_settings_publish_everything_exactly_once(
         fresh_db: str, second_db: str, bootstrap: str, relays: list[RelayProcess], tmp_path: Path) -> None:
     command.upgrade(alembic_config(fresh_db, "second"), "heads")
     boxes = [Box(fresh_db, "outbox", _topic(bootstrap)), Box(second_db, "outbox", _topic(bootstrap)),
@@ -115,23 +115,26 @@ def test_outboxes_sharing_a_cluster_with_default_settings_publish_everything_exa
     for b in boxes:
         v = verify(b.url, bootstrap, [b.topic], schema=b.schema, check_hanging=False, settle_s=3)
         assert v.clean and v.events == v.seen == 300, f"{b}: {v}"
-        # The reconciler: a consumer group acknowledges into the outbox's own database; zero loss is proven.
-        engine = sa.create_engine(b.url, poolclass=sa.pool.NullPool)
-        inbox = Inbox(engine, "audit", [b.topic], lambda c, e: None, bootstrap=bootstrap, schema=b.schema)
-        got = 0
-        try:
-            def consumed() -> bool:
-                nonlocal got
-                got += inbox.run_once().received
-                return got >= 300
+        _reconciled(b, bootstrap, 300)
 
-            wait_until(consumed, 90, lambda: f"the audit group to receive {b.topic} (got {got})")
-        finally:
-            inbox.close()
-        report = reconcile(engine, [ConsumerDatabase(engine, b.schema)], Options(grace=timedelta(0)),
-                           schema=b.schema)
-        engine.dispose()
-        assert report.verdict is Verdict.PROVEN and got == 300, report.to_dict()
+
+def _reconciled(b: Box, bootstrap: str, n: int) -> None:
+    """The reconciler's check: a consumer group acknowledges into the outbox's own database; zero loss proven."""
+    engine = sa.create_engine(b.url, poolclass=sa.pool.NullPool)
+    inbox = Inbox(engine, "audit", [b.topic], lambda c, e: None, bootstrap=bootstrap, schema=b.schema)
+    got = [0]
+
+    def consumed() -> bool:
+        got[0] += inbox.run_once().received
+        return got[0] >= n
+
+    try:
+        wait_until(consumed, 90, lambda: f"the audit group to receive {b.topic} (got {got[0]})")
+    finally:
+        inbox.close()
+    report = reconcile(engine, [ConsumerDatabase(engine, b.schema)], Options(grace=timedelta(0)), schema=b.schema)
+    engine.dispose()
+    assert report.verdict is Verdict.PROVEN and got[0] == n, report.to_dict()
 
 
 def test_a_prefix_shared_by_two_outboxes_is_refused_and_nothing_is_marked(
