@@ -6,9 +6,9 @@ A database or Kafka that is down at start, or a schema not migrated yet, is wait
 Exit codes: 0 stopped cleanly (also after the drain deadline, and on SIGTERM while waiting to start), 2 could
 not start (the HTTP port is taken, an unexpected database or Kafka error, or OUTBOX_RELAY_STARTUP_WAIT_S ran out
 while waiting; typer's usage errors too), 3 bad configuration (also: librdkafka refuses a setting, the database
-refuses the login, Kafka refuses the credentials, OUTBOX_SHARDS below the shard of a pending row, a database role or Kafka principal without the
-rights it needs, another outbox's checkpoint under this relay's transactional ids), 130 second signal
-(immediate exit).
+refuses the login, Kafka refuses the credentials, OUTBOX_SHARDS below the shard of a pending row, a database role
+or Kafka principal without the rights it needs, another outbox's checkpoint under this relay's transactional
+ids), 130 second signal (immediate exit).
 """
 
 from __future__ import annotations
