@@ -141,7 +141,8 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         rec = subprocess.run([sys.executable, "-c", "from relay.cli import main; main()", "reconcile",
                               "--format", "json", "--grace", "0", "--database-url", url],
                              capture_output=True, text=True, check=False)
-        reconciler = {0: "proven", 1: "discrepancies"}.get(rec.returncode, f"could not run ({rec.returncode})")
+        reconciler = {0: "proven", 1: "discrepancies", 4: "inconclusive"}.get(rec.returncode,
+                                                                             f"could not run ({rec.returncode})")
         stats = work.writer_stats()
         results: dict[str, object] = {
             "tier": plan.tier, "seed": seed, "broken_relay": broken,
