@@ -37,8 +37,9 @@ from outbox.errors import ConfigError
 
 _IDENT = re.compile(IDENT_PATTERN)
 _STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
-_ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance", "inbox",
-               "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit", "alembic_version")
+_ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance",
+               "relay_identity", "inbox", "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit",
+               "alembic_version")
 
 
 class Role(Enum):
@@ -65,7 +66,7 @@ def _grants(role: Role) -> list[str]:
                 "UPDATE (reason, error_class, attempts, failed_at, resolved_at, resolution, resolved_by) "
                 "ON {s}.dead_letter",
                 "SELECT, INSERT, UPDATE, DELETE ON {s}.relay_lease, {s}.relay_instance", "SELECT ON {s}.relay_requeue",
-                "SELECT ON {s}.alembic_version"]
+                "SELECT, INSERT, UPDATE ON {s}.relay_identity", "SELECT ON {s}.alembic_version"]
     if role is Role.CONSUMER:
         return ["SELECT, INSERT, UPDATE ON {s}.inbox", "SELECT, INSERT ON {s}.inbox_redelivery",
                 "SELECT, INSERT ON {s}.subscription"]

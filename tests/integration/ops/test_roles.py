@@ -15,7 +15,8 @@ from outbox.errors import ConfigError
 from outbox.store import inbox as inbox_store
 from outbox.store.relay import Mark, RelayStore
 from outbox.store.roles import Role, role_name, roles_sql
-from relay import startup
+from relay import identity, startup
+from relay.config import RelaySettings
 
 DENIED = "permission denied"
 
@@ -99,6 +100,10 @@ def test_relay_can_claim_mark_dead_letter_and_lease_and_nothing_more(roles: Role
     startup.check_schema(relay, "outbox")
     rs = RelayStore(relay)
     startup.check_privileges(rs)
+    resolved = identity.resolve(RelaySettings.load(environ={
+        "OUTBOX_DATABASE_URL": relay.url.render_as_string(hide_password=False),
+        "KAFKA_BOOTSTRAP_SERVERS": "unused:1"}), rs)  # records the outbox id at the first start
+    assert resolved.outbox_id and rs.recorded_identity() is not None
     rs.ensure_leases(8)
     shards = sorted({e.shard for e in evs})
     epochs = rs.acquire("r1", shards, 30)
@@ -147,7 +152,8 @@ def test_consumer_can_acknowledge_and_nothing_more(roles: Roles) -> None:
 def test_auditor_reads_everything_and_writes_nothing(roles: Roles) -> None:
     _seed(roles.admin_url, "orders")
     aud = roles.engine(Role.AUDITOR)
-    for t in ("event", "key_sequence", "dead_letter", "relay_lease", "relay_instance", "inbox", "inbox_redelivery",
+    for t in ("event", "key_sequence", "dead_letter", "relay_lease", "relay_instance", "relay_identity", "inbox",
+              "inbox_redelivery",
               "subscription", "reconcile_checkpoint", "replay_audit", "alembic_version"):
         _ok(aud, lambda c, t=t: c.execute(sa.text(f"SELECT count(*) FROM outbox.{t}")).scalar())
     _denied(aud, "INSERT INTO outbox.reconcile_checkpoint (consumer_group, id_lo, id_hi, expected, acknowledged,"
