@@ -53,6 +53,10 @@ class Reachability:
             self._admin.list_topics(self._topic, timeout=self._timeout)
         except KafkaException:
             return False
+        finally:
+            # With a logger set, librdkafka queues its lines until the client is polled: without this, an outage's
+            # "connection refused" lines piled up in memory and were never logged (nor rate-limited).
+            self._admin.poll(0)
         return True
 
 
