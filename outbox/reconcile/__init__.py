@@ -3,7 +3,7 @@
 ::
 
     report = reconcile(engine, [ConsumerDatabase(billing_engine)], Options(grace=timedelta(seconds=30)))
-    report.verdict            # Verdict.PROVEN or Verdict.DISCREPANCIES
+    report.verdict            # Verdict.PROVEN, DISCREPANCIES, or INCONCLUSIVE (nothing settled to compare yet)
     sealed = seal(report.to_dict(), key)   # content hash (+ HMAC) ; verify(sealed, key)
 
 See docs/auditors.md for what the report shows and how to read it.

@@ -52,3 +52,37 @@ def test_shard_for_keyed_is_kafkas_partition_among_shards() -> None:
     for text, signed in vectors.items():
         assert murmur2(text.encode()) == signed & 0xFFFFFFFF, text
         assert outbox.shard_for("t", text.encode(), uuid.uuid4(), 12) == (signed & 0x7FFFFFFF) % 12
+
+
+def test_the_error_tree_is_pinned() -> None:
+    """Callers catch these by name: adding one is deliberate, and its place in the tree (the module docstring)
+    says what catching a parent covers."""
+    from outbox import errors
+
+    tree = {n: v.__mro__[1].__name__ for n, v in vars(errors).items()
+            if isinstance(v, type) and issubclass(v, errors.OutboxError) and v is not errors.OutboxError}
+    assert tree == {
+        "EventValidationError": "OutboxError", "PayloadError": "EventValidationError",
+        "SchemaValidationError": "EventValidationError", "TopicError": "EventValidationError",
+        "KeyError_": "EventValidationError", "HeaderError": "EventValidationError",
+        "AttributeValueError": "EventValidationError", "SessionStateError": "OutboxError",
+        "ConfigError": "OutboxError", "TimeParseError": "ConfigError", "OutboxCollisionError": "ConfigError",
+        "StoreError": "OutboxError", "DatabaseUnavailableError": "StoreError", "SchemaBehindError": "StoreError",
+        "PermissionDeniedError": "StoreError", "UnstorableRecordError": "StoreError",
+        "PublishError": "OutboxError", "KafkaUnavailableError": "PublishError", "FencedError": "PublishError",
+        "PermanentPublishError": "PublishError", "LeaseLostError": "OutboxError", "ConsumerError": "OutboxError",
+        "ReconcileError": "OutboxError", "ReportSignatureError": "OutboxError",
+    }
+    for name in tree:
+        assert f" {name} " in errors.__doc__ or f" {name}\n" in (errors.__doc__ or ""), f"{name} not in the docstring"
+
+
+def test_the_reconcile_surface_and_its_verdicts_are_pinned() -> None:
+    """Automated audits branch on the verdict (and the CLI's exit code follows it: docs/auditors.md)."""
+    import outbox.reconcile as r
+
+    assert r.__all__ == ["ConsumerDatabase", "Finding", "GroupReport", "Journey", "Kind", "Options", "Progress",
+                         "Replay", "Report", "Verdict", "Verification", "Window", "content_hash", "print_report",
+                         "reconcile", "render_html", "seal", "trace", "verdict_line", "verify"]
+    assert {v.name: v.value for v in r.Verdict} == {"PROVEN": "proven", "DISCREPANCIES": "discrepancies",
+                                                      "INCONCLUSIVE": "inconclusive"}
