@@ -4,6 +4,7 @@ held keys, transient retries and DB-side fencing. (Real-Kafka behaviour is in te
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from outbox.errors import KafkaUnavailableError, LeaseLostError, OutboxCollisionError
+from outbox.errors import KafkaUnavailableError, LeaseLostError, OutboxCollisionError, PermanentPublishError
 from outbox.store.relay import Mark, RelayStore
 from relay import checkpoint, identity
 from relay.config import RelaySettings
@@ -309,4 +310,24 @@ def test_another_outboxs_checkpoint_under_our_ids_is_refused_and_nothing_is_mark
         checkpoint.encode(own, 0, 4, "w0", [Mark(i, 0, n) for n, i in enumerate(ids)]))
     r.workers[0].close()
     assert r.workers[0].run_once().claimed == 0, "recovery marked the shard's rows from its own checkpoint"
+    assert scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE shard = 0 AND published_at IS NULL") == 0
+
+
+def test_a_previous_format_checkpoint_that_cannot_be_checked_never_stalls_the_shard(
+        fresh_db: str, store: RelayStore, topic: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upgrading under an authorizer that denies READ on the event topics: the old record cannot be checked
+    # against Kafka. It is left unused (its rows may be sent once more), never retried forever.
+    write_events(fresh_db, topic, 40, keys=4)
+    ids = [int(i) for i in str(scalar(fresh_db, "SELECT string_agg(id::text, ',') FROM outbox.event "
+                                                "WHERE shard = 0")).split(",")]
+    k = FakeKafka()
+    k.checkpoints[checkpoint.legacy_key_for(0)] = [json.dumps(
+        {"v": 1, "shard": 0, "epoch": 1, "owner": "old", "rows": [[i, 0, n] for n, i in enumerate(ids)]}).encode()]
+
+    def denied(self: FakeCheckpointLog, positions: object) -> dict[tuple[str, int, int], str]:
+        raise PermanentPublishError("TOPIC_AUTHORIZATION_FAILED: Topic authorization failed")
+
+    monkeypatch.setattr(FakeCheckpointLog, "event_ids_at", denied)
+    r = Relay(store, settings(fresh_db), k)
+    assert r.workers[0].run_once().published == len(ids), "the shard publishes instead of retrying the check"
     assert scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE shard = 0 AND published_at IS NULL") == 0
