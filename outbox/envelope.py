@@ -108,6 +108,11 @@ def varint_bytes(n: int) -> int:
     return size
 
 
+def header_bytes(name_len: int, value_len: int) -> int:
+    """Bytes of one record header as Kafka frames it: name and value, each after its varint length."""
+    return varint_bytes(name_len) + name_len + varint_bytes(value_len) + value_len
+
+
 def record_bytes(key_len: int | None, value_len: int, headers: Iterable[tuple[int, int]]) -> int:
     """What Kafka counts for one record alone in its batch: the batch header plus the framed record.
 
@@ -121,7 +126,7 @@ def record_bytes(key_len: int | None, value_len: int, headers: Iterable[tuple[in
     body += varint_bytes(value_len) + value_len
     count = 0
     for name_len, v_len in headers:
-        body += varint_bytes(name_len) + name_len + varint_bytes(v_len) + v_len
+        body += header_bytes(name_len, v_len)
         count += 1
     body += varint_bytes(count)
     return BATCH_OVERHEAD + varint_bytes(body) + body

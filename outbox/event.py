@@ -30,6 +30,13 @@ OCTET_STREAM = "application/octet-stream"
 # name (Kafka 4.3.1 creates, serves and deletes a 249-character topic with 10 partitions: tests/integration/write/
 # test_kafka_limits.py). Used with fullmatch: ``$`` would also match before a trailing newline ("orders\n").
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+TIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
+TIME_MAX = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+"""The span of an event's ``time`` (both ends included), the one owner of it: ``enqueue`` refuses times outside it,
+the ``event`` table's CHECK (migration relay_0003, ``outbox.schema``) refuses them when written, and the relay's
+claim reads only times within it. Python's datetime spans years 1..9999, and a driver converts a stored time into
+its session's time zone (offsets under a day), so a day's margin at each end keeps every stored time readable by
+every client."""
 INTERNAL_TOPIC_PREFIX = "__"
 """Kafka's own topics (``__consumer_offsets``, ``__transaction_state``, ``__share_group_state``,
 ``__cluster_metadata``, ...): never a destination for events."""
@@ -155,16 +162,18 @@ def _check_time(t: object) -> None:
         ) from exc
     if offset is None:
         raise AttributeValueError("time is a naive datetime; pass an aware one, e.g. datetime.now(UTC)")
-    # Only a local time in year 1 or 9999 can fall outside them in UTC. Postgres would store such a time (year
-    # 10000, or 1 BC), but no Python client can read it back: every relay claim of its shard would fail.
+    # Only a time in year 1 or 9999 can fall outside TIME_MIN..TIME_MAX. Postgres would store one (even year
+    # 10000, or 1 BC), but no Python client could read it back into its session's time zone.
     if t.year in (1, 9999):
         try:
-            t.astimezone(UTC)
-        except OverflowError as exc:
+            inside = TIME_MIN <= t.astimezone(UTC) <= TIME_MAX
+        except OverflowError:
+            inside = False
+        if not inside:
             raise AttributeValueError(
-                f"time {t.isoformat()} is outside years 1..9999 in UTC, which Python clients (the relay "
-                "among them) cannot read back; give a time within that range"
-            ) from exc
+                f"time {t.isoformat()} is outside {TIME_MIN.isoformat()} .. {TIME_MAX.isoformat()}, the span every "
+                "client (the relay among them) can read back; give a time within it"
+            )
 
 
 def _normalise_headers(headers: object) -> tuple[tuple[str, HeaderValue], ...]:

@@ -33,6 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from outbox.config import MAX_SHARDS
+from outbox.event import TIME_MAX, TIME_MIN, TOPIC_RE
+
 DEFAULT_SCHEMA = "outbox"
 
 metadata = MetaData(
@@ -88,13 +91,13 @@ event = Table(
     # relay_0003: rows the relay could never publish are refused when written (live rows only: the relay must
     # still be able to dead-letter a bad row written before; added NOT VALID by the migration). The relay
     # dead-letters any that get through (relay/records.py, docs/decisions/012).
-    CheckConstraint("dead_at IS NOT NULL OR shard >= 0", name="shard_not_negative"),
-    CheckConstraint("dead_at IS NOT NULL OR (\"time\" >= '0001-01-01 00:00:00+00' "
-                    "AND \"time\" < '10000-01-01 00:00:00+00')", name="time_in_range"),
+    CheckConstraint(f"dead_at IS NOT NULL OR (shard >= 0 AND shard < {MAX_SHARDS})", name="shard_in_range"),
+    CheckConstraint(f"dead_at IS NOT NULL OR (\"time\" >= '{TIME_MIN.isoformat(sep=' ')}' "
+                    f"AND \"time\" <= '{TIME_MAX.isoformat(sep=' ')}')", name="time_in_range"),
     CheckConstraint("dead_at IS NOT NULL OR (jsonb_typeof(headers) = 'array' AND NOT jsonb_path_exists(headers, "
                     "'$[*] ? (@.type() != \"object\" || !exists(@.name) || !(exists(@.value) || exists(@.base64)))'))",
                     name="headers_list"),
-    CheckConstraint("dead_at IS NOT NULL OR (topic ~ '^[a-zA-Z0-9._-]{1,249}$' AND topic NOT IN ('.', '..'))",
+    CheckConstraint(f"dead_at IS NOT NULL OR (topic ~ '^{TOPIC_RE.pattern}$' AND topic NOT IN ('.', '..'))",
                     name="topic_name"),
     CheckConstraint("dead_at IS NOT NULL OR (type <> '' AND source <> '' AND content_type <> '')",
                     name="attributes_present"),
@@ -156,6 +159,20 @@ relay_requeue = Table(
     metadata,
     Column("id", SmallInteger, primary_key=True, autoincrement=False, server_default=text("1")),
     Column("gen", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("id = 1", name="one_row"),
+)
+
+# One row: the outbox's id in Kafka (transactional ids, checkpoint records), recorded at the relays' first start
+# with where the outbox lived then, so a pg_upgrade (a new system identifier) keeps it (relay/identity.py).
+relay_identity = Table(
+    "relay_identity",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False, server_default=text("1")),
+    Column("outbox_id", Text, nullable=False),
+    Column("system_identifier", Text, nullable=False),
+    Column("database", Text, nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("recorded_at", TS, nullable=False, server_default=text("now()")),
     CheckConstraint("id = 1", name="one_row"),
 )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from outbox.config import Settings
-from outbox.envelope import WIDEST_BIGINT, kafka_headers, record_bytes, varint_bytes
+from outbox.envelope import WIDEST_BIGINT, header_bytes, kafka_headers, record_bytes
 from outbox.errors import AttributeValueError, EventValidationError, KeyError_, PayloadError
 from outbox.event import Event, headers_to_json, shard_of
 
@@ -211,7 +211,7 @@ def record_size(event: Event, payload: bytes, key: bytes | None, traceparent: st
 
 
 def _too_large(event: Event, payload: bytes, key: bytes | None, size: int, limit: int) -> PayloadError:
-    framed = sum(varint_bytes(n) + n + varint_bytes(v) + v for n, v in _user_header_sizes(event))
+    framed = sum(header_bytes(n, v) for n, v in _user_header_sizes(event))
     parts = {"payload": len(payload), "key": len(key or b""), "headers": framed,
              "type": _text_bytes(event.type), "source": _text_bytes(event.source),
              "subject": _text_bytes(event.subject), "content_type": _text_bytes(event.content_type)}

@@ -20,7 +20,7 @@ from typing import Any, Self
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from outbox.config import DEFAULT_SHARDS
+from outbox.config import DEFAULT_SHARDS, MAX_SHARDS
 from outbox.errors import ConfigError
 from relay import dburl
 from relay.config_values import (
@@ -78,7 +78,7 @@ class RelaySettings(BaseSettings):
     """OUTBOX_SCHEMA: Postgres schema of the outbox tables, at most 63 characters. Default ``outbox``."""
 
     # --- ownership ---------------------------------------------------------------------------------------
-    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=MAX_SHARDS)
     """OUTBOX_SHARDS: number of shards; MUST equal the writers' value (rows carry their shard). Default 8.
     It caps how many relay instances share the work (one transactional producer each); each shard runs its own
     Kafka transactions, so more shards also mean more, smaller transactions (docs/decisions/014)."""
@@ -300,7 +300,7 @@ class StatusSettings(BaseSettings):
 
     database_url: str = Field(validation_alias="OUTBOX_DATABASE_URL", min_length=1)
     db_schema: SchemaName = Field("outbox", validation_alias="OUTBOX_SCHEMA")
-    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=1024)
+    shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=MAX_SHARDS)
     """OUTBOX_SHARDS as the relays use it: pending rows in shards at or beyond it are shown as stranded."""
 
     @model_validator(mode="after")

@@ -9,15 +9,18 @@ Failures are attributed precisely so that only the guilty row's key stops (docs/
 * a row no record can be built from (``relay.records``): undecodable, dead-lettered at once; later rows of its
   key are left out of this transaction;
 * a topic Kafka will never take records for (``TopicGate``, from the metadata, before the transaction opens):
-  its rows stay out of the transaction, and each check that finds it still refused counts one attempt;
+  its rows stay out of the transaction; once it has been refused for a while (not merely being created on use),
+  each check that finds it still refused counts one attempt;
 * the client refuses a record at once (``send`` raises PermanentPublishError): that row failed; later rows of
   its key are left out of this transaction (kept pending, in order); the rest of the batch commits;
 * the broker refuses records (a delivery error): Kafka fails the whole transaction, and a record batch is
   refused as a unit, so every refused row is only a *suspect*. The transaction is aborted; the worker then
   retries suspects alone, where a refusal is attributable, and the other rows apart (``choose``);
 * the broker refuses the transaction as a whole (``flush`` raises PermanentPublishError, e.g.
-  TOPIC_AUTHORIZATION_FAILED when a partition is added to it): with one topic in it, that topic's rows are
-  refused; with several, its topics become *suspect topics*, published apart until the guilty one is found.
+  TOPIC_AUTHORIZATION_FAILED when a partition is added to it): once a transaction of the checkpoint partition
+  alone proves writable (else the producer as a whole is refused: transient, no row charged), with one topic in
+  it, that topic's rows are refused; with several, its topics become *suspect topics*, published apart until the
+  guilty one is found.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from outbox.errors import FencedError, PermanentPublishError, PublishError
+from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
 from outbox.store.relay import Mark, PendingRow
 from relay import checkpoint
 from relay.config_values import KillPoint
@@ -126,7 +129,8 @@ def _finish(transport: Transport, out: _Sent, *, shard: int, epoch: int, writer:
     try:
         deliveries = transport.flush()
     except PermanentPublishError as exc:
-        return _refused_as_a_whole(transport, out, str(exc))
+        return _refused_as_a_whole(transport, out, str(exc), checkpoint_partition=checkpoint_partition,
+                                   probe=checkpoint.probe(shard, epoch), key=writer.opening_key)
     flushed = clock()
     errors = {d.ref: d.error for d in deliveries if d.error is not None}
     if errors:
@@ -145,19 +149,46 @@ def _finish(transport: Transport, out: _Sent, *, shard: int, epoch: int, writer:
                      commit_s=clock() - flushed)
 
 
-def _refused_as_a_whole(transport: Transport, out: _Sent, reason: str) -> Published:
+def _refused_as_a_whole(transport: Transport, out: _Sent, reason: str, *, checkpoint_partition: int, probe: bytes,
+                        key: bytes) -> Published:
     """The broker refused the transaction, not a record: with one topic in it, that topic is to blame (its rows
-    that came first of their key are refused); with several, they are all suspects until published apart."""
+    that came first of their key are refused); with several, they are all suspects until published apart.
+
+    Every transaction also writes the checkpoint partition, so first the checkpoint partition alone must prove
+    writable (``checkpoint_writable``); otherwise the refusal is the producer's (WRITE revoked on the checkpoint
+    topic, say) and charging the event rows would dead-letter healthy ones."""
     try:
         transport.abort()
-        broken = False
     except PublishError:  # librdkafka may end such a transaction only by failing fatally: replace the producer
-        broken = True
+        # The checkpoint is proven by the replacement's recovery probe before any row is charged (the worker).
+        return _blame(out, reason, broken=True)
+    checkpoint_writable(transport, checkpoint_partition, key, probe, reason)
+    return _blame(out, reason, broken=False)
+
+
+def _blame(out: _Sent, reason: str, *, broken: bool) -> Published:
     if len(out.topics) == 1:
         refused = {**out.refused, **dict.fromkeys(out.heads, reason)}
         return Published(refused=refused, undecodable=out.undecodable, broken=broken)
     return Published(refused=out.refused, undecodable=out.undecodable, broken=broken,
                      suspect_topics=dict.fromkeys(sorted(out.topics), reason))
+
+
+def checkpoint_writable(transport: Transport, partition: int, key: bytes, probe: bytes, reason: str) -> None:
+    """Prove that a transaction of the checkpoint partition alone commits its record (``probe_end``: one record,
+    acknowledged, aborted, so never visible), after ``reason`` refused a whole transaction.
+
+    Raises KafkaUnavailableError when it fails too: the refusal is then of the producer as a whole, not of an
+    event topic, so no row is charged and the batch is retried like any transient failure (FencedError as is)."""
+    try:
+        transport.probe_end(partition, key, probe)
+    except FencedError:
+        raise
+    except PublishError as exc:
+        raise KafkaUnavailableError(
+            f"{reason}; a transaction of the checkpoint partition alone is refused too ({exc}): the producer as a "
+            "whole is refused (check its WRITE grant on the checkpoint topic, OUTBOX_RELAY_CHECKPOINT_TOPIC), not "
+            "an event topic; no row is charged, retrying") from exc
 
 
 def choose(rows: list[PendingRow], suspects: Mapping[int, str], suspect_topics: Mapping[str, str],
@@ -184,40 +215,58 @@ def choose(rows: list[PendingRow], suspects: Mapping[int, str], suspect_topics: 
     return alone if isolating or not flow else flow
 
 
+@dataclass(frozen=True)
+class _Refused:
+    reason: str
+    since: float  # when a check first found the topic refused (since then, every check has)
+    checked: float  # the last check
+    wait: float  # from the last check to the next
+
+
 class TopicGate:
     """Topics Kafka will never take records for, read from the metadata before a transaction opens
     (``Transport.topic_refusal``), per shard worker.
 
-    Each check that finds a topic still refused counts one attempt for its rows; the next check comes only after
-    ``recheck_s``, and in between the rows wait without counting. So a missing topic's rows are dead-lettered
-    after ``max_attempts`` checks, about ``(max_attempts - 1) * recheck_s`` seconds: time to create the topic
-    (then its rows just flow), and never a stalled shard.
+    A topic's first refusal counts nothing: with ``auto.create.topics.enable=true`` (Kafka's default) the very
+    metadata request that finds a topic missing makes the broker create it, and answers UNKNOWN_TOPIC_OR_PART
+    all the same. The topic is checked again after ``first_recheck_s``, then at doubling intervals up to
+    ``recheck_s``, so a topic created on use is picked up within a few tenths of a second. A check counts one
+    attempt for its rows only once the topic has been refused for ``recheck_s`` (long past any creation); in
+    between the rows wait without counting. So a missing topic's rows are dead-lettered after ``max_attempts``
+    counted checks, about ``max_attempts * recheck_s`` seconds: time to create the topic (then its rows just
+    flow), and never a stalled shard.
     """
 
     _MAX_REMEMBERED = 1024  # refused topics kept; beyond, the stale ones are forgotten (re-checked when seen)
 
-    def __init__(self, recheck_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, recheck_s: float, first_recheck_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._recheck_s = recheck_s
+        self._first_s = min(recheck_s, recheck_s if first_recheck_s is None else first_recheck_s)
         self._clock = clock
-        self._refused: dict[str, tuple[str, float]] = {}  # topic → (reason, when it was checked)
+        self._refused: dict[str, _Refused] = {}
 
     def screen(self, transport: Transport, topics: Iterable[str]) -> dict[str, tuple[str, bool]]:
-        """For each refused topic of ``topics``: (reason, whether it was checked just now, i.e. counts)."""
+        """For each refused topic of ``topics``: (reason, whether this refusal counts an attempt)."""
         now = self._clock()
         out: dict[str, tuple[str, bool]] = {}
         for t in dict.fromkeys(topics):
             known = self._refused.get(t)
-            if known is not None and now - known[1] < self._recheck_s:
-                out[t] = (known[0], False)
+            if known is not None and now - known.checked < known.wait:
+                out[t] = (known.reason, False)
                 continue
             reason = transport.topic_refusal(t)
             if reason is None:
                 self._refused.pop(t, None)
                 continue
-            self._refused[t] = (reason, now)
-            out[t] = (reason, True)
+            if known is None:  # first sighting: maybe being created by this very request
+                known = _Refused(reason, now, now, self._first_s)
+            else:
+                known = _Refused(reason, known.since, now, min(self._recheck_s, known.wait * 2))
+            self._refused[t] = known
+            out[t] = (reason, now - known.since >= self._recheck_s)
         if len(self._refused) > self._MAX_REMEMBERED:
-            self._refused = {t: v for t, v in self._refused.items() if now - v[1] < self._recheck_s}
+            self._refused = {t: v for t, v in self._refused.items() if now - v.checked < self._recheck_s}
         return out
 
 
@@ -235,6 +284,3 @@ def isolate(rows: Sequence[PendingRow], suspects: set[int]) -> list[PendingRow]:
         return [first]
     return [next(r for r in rows if ordering_key(r) == k)]
 
-
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, PublishError) and not isinstance(exc, FencedError | PermanentPublishError)

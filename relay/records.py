@@ -4,9 +4,9 @@ Rows are not trusted. ``enqueue`` validates what it writes, but a row can also c
 an older writer or a bad migration, and one malformed row must never crash-loop its shard. :func:`to_record`
 therefore checks every column it uses and raises :class:`~outbox.errors.PermanentPublishError` naming the row,
 the column and what is wrong; the worker dead-letters such a row at once (no retry can change a stored row), and
-its key is held like any other dead-lettered key. Values the database driver cannot even convert (a ``time`` of
-``infinity`` or year 10000) arrive here as None: the claim selects them in a safe form
-(``outbox.store.relay``) so that one row cannot fail the claim of its whole shard.
+its key is held like any other dead-lettered key. A ``time`` outside ``outbox.event.TIME_MIN``..``TIME_MAX``
+(``infinity``, year 10000: values the database driver may not even convert) arrives here as None: the claim
+selects it in a safe form (``outbox.store.relay``) so that one row cannot fail the claim of its whole shard.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from outbox.envelope import RESERVED_NAMES, RESERVED_PREFIXES, kafka_headers
 from outbox.errors import PermanentPublishError, TopicError
-from outbox.event import check_topic
+from outbox.event import TIME_MAX, TIME_MIN, check_topic
 from outbox.store.relay import PendingRow
 from relay.ports import OutRecord
 
@@ -62,8 +62,8 @@ def _build(row: PendingRow) -> OutRecord:
     except TopicError as exc:
         raise _Bad(str(exc)) from None
     if not isinstance(row.time, datetime) or row.time.tzinfo is None:
-        raise _Bad("time is infinite or outside years 1..9999 (no client can read it); correct the row's time "
-                   "column and `outbox dlq retry` it")
+        raise _Bad(f"time is infinite or outside {TIME_MIN.isoformat()} .. {TIME_MAX.isoformat()} (the span every "
+                   "client can read back); correct the row's time column and `outbox dlq retry` it")
     if not isinstance(row.payload, bytes):
         raise _Bad(f"payload is {type(row.payload).__name__}, not bytes")
     if row.key is not None and not isinstance(row.key, bytes):

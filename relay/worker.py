@@ -18,15 +18,17 @@ from enum import Enum
 
 import tenacity
 
+from outbox.config import MAX_SHARDS
 from outbox.errors import (
     DatabaseUnavailableError,
     FencedError,
     KafkaUnavailableError,
     LeaseLostError,
     OutboxCollisionError,
+    PermanentPublishError,
     PublishError,
 )
-from outbox.store.relay import Mark, RelayStore
+from outbox.store.relay import Mark, PendingRow, RelayStore
 from relay import checkpoint, identity, tracing
 from relay.config import RelaySettings
 from relay.config_values import BrokenMode, KillPoint
@@ -40,7 +42,10 @@ from relay.records import first_of_each_key, undecodable_reason
 
 log = logging.getLogger("relay.worker")
 TRANSIENT = (KafkaUnavailableError, DatabaseUnavailableError)
-MISPLACED_EVERY_S = 10.0  # how often shard 0's worker looks for rows with a negative shard (one index probe)
+# Claims per round while refused topics' rows fill them, each skipping the topics refused so far: a shard's other
+# rows flow even behind the backlogs of that many refused topics at once (a further one waits a round).
+MAX_CLAIMS = 4
+MISPLACED_EVERY_S = 10.0  # how often shard 0's worker looks for rows with a shard no relay has
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ class ShardWorker:
         self._suspects: dict[int, str] = {}
         self._suspect_topics: dict[str, str] = {}  # topics of a transaction refused as a whole (relay.publish)
         self._isolating = False  # whose turn it is while there are suspects: theirs (True) or the others'
-        self._gate = TopicGate(settings.retry_max_s, clock)
-        self._misplaced_due = 0.0  # shard 0 only: when to look for rows with a negative shard next
+        self._gate = TopicGate(settings.retry_max_s, settings.retry_initial_s, clock)
+        self._misplaced_due = 0.0  # shard 0 only: when to look for misplaced rows next
         self._label = str(shard)
         # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
@@ -218,31 +223,30 @@ class ShardWorker:
                 self._suspects.clear()
                 self._suspect_topics.clear()
                 return Result(dead_lettered=swept)
+            # Only this first claim feeds the floor: a full claim caps it at its last id (relay/floor.py), so
+            # the claims below, which skip refused topics, can never make it pass one of their rows.
             self._floor.claimed(rows[-1].id, len(rows), self.s.batch_size, snap)
-            claimed_ids = [r.id for r in rows]
-            claimed, full = len(rows), len(rows) >= self.s.batch_size
+            claimed_ids = {r.id: None for r in rows}
+            full = len(rows) >= self.s.batch_size
             self._faults.batch_started()
-            gated = self._gate.screen(transport, {r.topic: None for r in rows})
             refused_topics: dict[int, str] = {}
             undecodable: dict[int, str] = {}
-            waiting = 0
-            if gated:  # a refused topic's rows stay out; a fresh check counts an attempt for each key's first
-                kept = [r for r in rows if r.topic not in gated]
-                waiting = sum(1 for r in rows if r.topic in gated and not gated[r.topic][1])
-                counted = [r for r in rows if r.topic in gated and gated[r.topic][1]]
-                heads = set(first_of_each_key(counted))  # a key's later rows only wait behind its first
-                for r in counted:
-                    if r.id not in heads:
-                        continue
-                    # An undecodable row is dead-lettered as such, not charged an attempt: that update could
-                    # violate the CHECKs of relay_0003, which only a dead row escapes.
-                    reason = undecodable_reason(r)
-                    if reason is None:
-                        refused_topics[r.id] = gated[r.topic][0]
-                    else:
-                        undecodable[r.id] = reason
+            waiting: set[int] = set()
+            skip: set[str] = set()
+            for claims in range(1, MAX_CLAIMS + 1):
+                rows, gated = self._screen(transport, rows, refused_topics, undecodable, waiting)
+                skip.update(gated)
+                if not gated or not full or claims == MAX_CLAIMS:
+                    break
+                # A full claim with a refused topic's rows kept out: the rest of the shard may be behind them.
+                # Claim again without the refused topics (whole topics, so whole keys: per-key order holds);
+                # this claim supersedes the rows kept from the last one.
                 rows.clear()
-                rows = kept
+                rows, _ = self._store.claim_above(self.shard, self.s.batch_size, *self._floor.bound(),
+                                                  skip_topics=sorted(skip))
+                claimed_ids.update((r.id, None) for r in rows)
+                full = len(rows) >= self.s.batch_size
+            claimed = len(claimed_ids)
             present = {r.topic for r in rows}
             for t in [t for t in self._suspect_topics if t not in present]:
                 del self._suspect_topics[t]  # none of its rows pending any more (dead-lettered, held)
@@ -271,7 +275,9 @@ class ShardWorker:
         finally:
             release()
         if out.broken:
-            self._drop_transport()  # it could not abort a refused transaction: the next round re-initialises
+            self._drop_transport()  # it could not abort a refused transaction: replace it
+            if out.refused or out.suspect_topics:
+                self._prove_checkpoint()
         if out.marks:
             self._metrics.commit_seconds.observe(out.commit_s)
             phases = self._metrics.phase_seconds
@@ -290,10 +296,48 @@ class ShardWorker:
         self._suspect_topics.update(out.suspect_topics)
         dead = swept + self._handle_failures(batch_len, out, refused_topics, undecodable)
         marked = {m.id for m in out.marks}
-        self._floor.finished(next((i for i in claimed_ids if i not in marked), None))
+        self._floor.finished(min((i for i in claimed_ids if i not in marked), default=None))
         return Result(claimed, len(out.marks),
                       len(out.refused) + len(out.suspects) + len(refused_topics) + len(out.suspect_topics),
-                      dead, full and batch_len == claimed and not out.suspects, waiting)
+                      dead, full and batch_len == claimed and not out.suspects, len(waiting))
+
+    def _screen(self, transport: Transport, rows: list[PendingRow], refused_topics: dict[int, str],
+                undecodable: dict[int, str], waiting: set[int]) -> tuple[list[PendingRow], set[str]]:
+        """``rows`` without those of topics the gate finds refused, and those topics. A fresh check counts an
+        attempt for each key's first row (into ``refused_topics``, or ``undecodable`` for a row that is also
+        undecodable); the rows of a topic not due for a check are added to ``waiting``."""
+        gated = self._gate.screen(transport, {r.topic: None for r in rows})
+        if not gated:
+            return rows, set()
+        kept = [r for r in rows if r.topic not in gated]
+        waiting.update(r.id for r in rows if r.topic in gated and not gated[r.topic][1])
+        counted = [r for r in rows if r.topic in gated and gated[r.topic][1]]
+        heads = set(first_of_each_key(counted))  # a key's later rows only wait behind its first
+        for r in counted:
+            if r.id not in heads:
+                continue
+            # An undecodable row is dead-lettered as such, not charged an attempt: that update could violate the
+            # CHECKs of relay_0003, which only a dead row escapes.
+            reason = undecodable_reason(r)
+            if reason is None:
+                refused_topics[r.id] = gated[r.topic][0]
+            else:
+                undecodable[r.id] = reason
+        rows.clear()
+        return kept, set(gated)
+
+    def _prove_checkpoint(self) -> None:
+        """Before rows are charged for a transaction refused as a whole by a producer that then had to be
+        replaced: the replacement's recovery probe is a transaction of the checkpoint partition alone. If it
+        is refused too, the producer as a whole is (not an event topic): no row is charged, and the round is
+        retried like any transient failure."""
+        try:
+            self._open()
+        except PermanentPublishError as exc:
+            raise KafkaUnavailableError(
+                f"a transaction of the checkpoint partition alone is refused ({exc}): the producer as a whole is "
+                "refused (check its WRITE grant on OUTBOX_RELAY_CHECKPOINT_TOPIC), not an event topic; no row "
+                "is charged, retrying") from exc
 
     def _mark(self, marks: tuple[Mark, ...]) -> None:
         self._unmarked = marks  # kept until the mark commits: the next batch waits for it
@@ -343,18 +387,20 @@ class ShardWorker:
         return dead
 
     def _dead_letter_misplaced(self) -> int:
-        """Shard 0's worker, at most every MISPLACED_EVERY_S: dead-letter pending rows whose shard
-        is negative. No worker ever claims them, so without this they would wait silently forever; under shard
-        0's lease (and epoch) there is exactly one owner doing it. (Shards >= OUTBOX_SHARDS are left alone: they
-        are a shard-count change in progress, reported by ``outbox status`` and the stranded-rows gauge.)"""
+        """Shard 0's worker, at most every MISPLACED_EVERY_S: dead-letter pending rows whose shard no relay can
+        have (negative, or at or above MAX_SHARDS). No worker ever claims them, so without this they would wait
+        silently forever; under shard 0's lease (and epoch) there is exactly one owner doing it. (Shards in
+        [OUTBOX_SHARDS, MAX_SHARDS) are left alone: a shard-count change in progress, reported by ``outbox
+        status`` and the stranded-rows gauge.)"""
         if self.shard != 0 or self._clock() < self._misplaced_due:
             return 0
         self._misplaced_due = self._clock() + MISPLACED_EVERY_S
         found = self._store.misplaced(self.s.batch_size)
         return self._dead_letter_now(
-            {rid: f"shard {sh} is negative: no relay ever claims it (shards are 0..OUTBOX_SHARDS-1); `outbox dlq "
-                  f"retry` re-queues the row into its key's shard" for rid, sh in found.items()},
-            "MisplacedRow", "a row has a negative shard")
+            {rid: f"shard {sh} is outside 0..{MAX_SHARDS - 1}: no relay ever claims it (shards are "
+                  f"0..OUTBOX_SHARDS-1); `outbox dlq retry` re-queues the row into its key's shard"
+             for rid, sh in found.items()},
+            "MisplacedRow", "a row has a shard no relay has")
 
     # --- the loop ----------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> Exit:

@@ -5,8 +5,8 @@ Revises: audit_0002, ops_0002, relay_0002
 Create Date: 2026-12-07 02:00:00
 
 Why (docs/decisions/012-poison-rows-and-held-keys.md): ``enqueue`` validates what it writes, but a row written by
-hand, by an older writer or by a bad migration reached the relay with a negative shard (never claimed, silently
-stranded), a time of ``infinity`` or year 10000 (no client converts it: every claim of its shard failed), or
+hand, by an older writer or by a bad migration reached the relay with a negative shard or one at or above 1024, the
+most shards there can be (never claimed, silently stranded), a time of ``infinity`` or year 10000 (no client converts it: every claim of its shard failed), or
 headers that are not a list of ``{name, value}`` objects (the worker raised on it in a loop). The relay now
 dead-letters such rows; these constraints refuse them when they are written.
 
@@ -17,7 +17,9 @@ dead-letters such rows; these constraints refuse them when they are written.
   NOT VALID and the upgrade still succeeds: the relay dead-letters those rows, and
   ``ALTER TABLE ... VALIDATE CONSTRAINT`` may be run afterwards. (A NOT VALID CHECK also makes SQLAlchemy 2.1 warn
   when it reflects the table: "Can't validate argument 'dialect_options'".)
-* The time bounds are the span every client can read (years 1..9999, UTC).
+* The bounds are their owners' values, written out: the shard range is ``outbox.config.MAX_SHARDS``, the time
+  span ``outbox.event.TIME_MIN``..``TIME_MAX`` (what every client can read back), the topic pattern
+  ``outbox.event.TOPIC_RE`` (``tests/integration/test_migrations.py`` checks they still agree).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ depends_on = None
 
 # Kept literal here (not imported from outbox.schema): a migration must keep meaning what it meant when written.
 CHECKS = {
-    "ck_event_shard_not_negative": "dead_at IS NOT NULL OR shard >= 0",
-    "ck_event_time_in_range": "dead_at IS NOT NULL OR (\"time\" >= '0001-01-01 00:00:00+00' "
-                              "AND \"time\" < '10000-01-01 00:00:00+00')",
+    "ck_event_shard_in_range": "dead_at IS NOT NULL OR (shard >= 0 AND shard < 1024)",
+    "ck_event_time_in_range": "dead_at IS NOT NULL OR (\"time\" >= '0001-01-02 00:00:00+00:00' "
+                              "AND \"time\" <= '9999-12-30 23:59:59.999999+00:00')",
     "ck_event_headers_list": "dead_at IS NOT NULL OR (jsonb_typeof(headers) = 'array' AND NOT "
                              "jsonb_path_exists(headers, '$[*] ? (@.type() != \"object\" || !exists(@.name) "
                              "|| !(exists(@.value) || exists(@.base64)))'))",

@@ -21,7 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
+from outbox.config import MAX_SHARDS
 from outbox.errors import LeaseLostError
+from outbox.event import TIME_MAX, TIME_MIN
 from outbox.schema import dead_letter, event, relay_lease, relay_requeue, translate_map
 from outbox.store.relay_leases import LeaseQueries, relay_db
 from outbox.store.relay_recovery import RecoveryQueries
@@ -85,11 +87,11 @@ class Mark:
 _HEADERS = sa.case((event.c.headers == sa.cast(sa.literal("[]"), JSONB), sa.null()),
                    else_=sa.cast(event.c.headers, sa.Text))
 # A time the driver cannot convert (infinity, year 10000, BC: Python's datetime spans years 1..9999) failed the
-# whole claim of its shard, for good. Such a time is shipped as NULL, which relay.records refuses for that row
-# alone. The bounds keep a day's margin inside 1..9999 because the driver converts into the session's time zone.
-_TIME_LOW, _TIME_HIGH = "0001-01-02 00:00:00+00", "9999-12-30 00:00:00+00"
-_TIME = sa.case((event.c.time.between(sa.cast(sa.literal(_TIME_LOW), event.c.time.type),
-                                      sa.cast(sa.literal(_TIME_HIGH), event.c.time.type)), event.c.time),
+# whole claim of its shard, for good. A time outside the span writers may give (outbox.event.TIME_MIN..TIME_MAX,
+# which keeps a day's margin for the session's time zone) is shipped as NULL, which relay.records refuses for
+# that row alone.
+_TIME = sa.case((event.c.time.between(sa.literal(TIME_MIN, event.c.time.type),
+                                      sa.literal(TIME_MAX, event.c.time.type)), event.c.time),
                 else_=sa.null())
 _CLAIM_COLUMNS = (event.c.id, event.c.event_id, event.c.topic, event.c.key, event.c.payload,
                   event.c.content_type, event.c.type, event.c.source, event.c.subject, _TIME,
@@ -118,6 +120,9 @@ _CLAIM = (sa.select(*_CLAIM_COLUMNS, sa.func.coalesce(_GEN, -1),
                     sa.cast(sa.cast(sa.func.pg_snapshot_xmin(_SNAP), sa.Text), sa.BigInteger), _HORIZON)
           .where(event.c.shard == sa.bindparam("shard", type_=sa.Integer), _PENDING, ~_HELD, event.c.id > _FLOOR)
           .order_by(event.c.id).limit(sa.bindparam("limit", type_=sa.Integer)))
+# The same claim without some topics (whole topics, so whole keys: per-key order holds): the rest of a shard
+# whose claim came back full of a refused topic's rows (relay/worker.py).
+_CLAIM_SKIPPING = _CLAIM.where(event.c.topic != sa.all_(sa.bindparam("skip", type_=ARRAY(sa.Text))))
 _NCOLS = len(_CLAIM_COLUMNS)
 
 
@@ -160,21 +165,28 @@ class RelayStore(StatusQueries, LeaseQueries, RecoveryQueries):
         """The shard's next pending rows in id order (= per-key commit order), skipping held keys."""
         return self.claim_above(shard, limit, 0, -1)[0]
 
-    def claim_above(self, shard: int, limit: int, floor: int, gen: int) -> tuple[list[PendingRow], ClaimSnapshot]:
-        """``claim`` that skips ids <= ``floor`` while the requeue generation still equals ``gen``; also returns
-        the snapshot it read in (None-like zeros when no row came back)."""
+    def claim_above(self, shard: int, limit: int, floor: int, gen: int,
+                    skip_topics: Sequence[str] = ()) -> tuple[list[PendingRow], ClaimSnapshot]:
+        """``claim`` that skips ids <= ``floor`` while the requeue generation still equals ``gen``, and the rows
+        of ``skip_topics``; also returns the snapshot it read in (None-like zeros when no row came back)."""
+        params: dict[str, Any] = {"shard": shard, "limit": limit, "floor": floor, "gen": gen}
+        if skip_topics:
+            params["skip"] = list(skip_topics)
         # Autocommit: one round trip (no BEGIN/ROLLBACK) for a single read that needs no transaction.
         with relay_db(f"claiming shard {shard}"), self._autocommit.connect() as c:
-            rows = c.execute(_CLAIM, {"shard": shard, "limit": limit, "floor": floor, "gen": gen}).all()
+            rows = c.execute(_CLAIM_SKIPPING if skip_topics else _CLAIM, params).all()
         if not rows:
             return [], NO_SNAPSHOT
         g, xmin, horizon = rows[-1][_NCOLS:]
         return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(horizon), int(g))
 
     def misplaced(self, limit: int) -> dict[int, int]:
-        """Pending rows with a negative shard (row id → shard), which no worker ever claims: written by hand or
-        by a broken writer. Cheap: a range of the partial index ``ix_event_pending (shard, id)``."""
-        q = (sa.select(event.c.id, event.c.shard).where(event.c.shard < 0, _PENDING)
+        """Pending rows with a shard no relay can have (row id → shard): negative, or at or above
+        ``MAX_SHARDS``. No worker ever claims them: written by hand or by a broken writer. Cheap: two ranges of
+        the partial index ``ix_event_pending (shard, id)``. (Shards in [OUTBOX_SHARDS, MAX_SHARDS) are not
+        misplaced: a shard-count mismatch, reported at start.)"""
+        q = (sa.select(event.c.id, event.c.shard)
+             .where(sa.or_(event.c.shard < 0, event.c.shard >= MAX_SHARDS), _PENDING)
              .order_by(event.c.id).limit(limit))
         with relay_db("looking for rows with a negative shard"), self._autocommit.connect() as c:
             return {int(i): int(sh) for i, sh in c.execute(q).all()}

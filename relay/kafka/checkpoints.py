@@ -14,7 +14,7 @@ from outbox.envelope import H_EVENT_ID
 from outbox.errors import KafkaUnavailableError, PublishError
 from relay import startup
 from relay.config import RelaySettings
-from relay.kafka.clients import _call, _client_log, client_config, log, translate
+from relay.kafka.clients import TOPIC_REFUSALS, _call, _client_log, client_config, log, translate
 
 
 class KafkaCheckpointLog:
@@ -159,15 +159,6 @@ class KafkaCheckpointLog:
 _NOTHING_THERE = frozenset({KafkaError._PARTITION_EOF, KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET,
                             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 
-# Refusals of the checkpoint topic's creation that only a setting (or a grant) fixes: retrying never helps.
-_TOPIC_REFUSALS = {
-    KafkaError.INVALID_REPLICATION_FACTOR: "replication", KafkaError.TOPIC_EXCEPTION: "name",
-    KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied", KafkaError.CLUSTER_AUTHORIZATION_FAILED: "denied",
-    KafkaError.POLICY_VIOLATION: "policy", KafkaError.INVALID_PARTITIONS: "policy",
-    KafkaError.INVALID_CONFIG: "policy", KafkaError.INVALID_REPLICA_ASSIGNMENT: "policy",
-}
-
-
 def open_checkpoint_log(settings: RelaySettings) -> KafkaCheckpointLog:
     """The checkpoint log, its topic created if missing. A refusal for a configuration reason is a ConfigError
     naming the variable; anything else stays a PublishError (Kafka unreachable)."""
@@ -176,7 +167,9 @@ def open_checkpoint_log(settings: RelaySettings) -> KafkaCheckpointLog:
         checkpoints.ensure(settings.shards)
     except PublishError as exc:
         err = exc.__cause__.args[0] if isinstance(exc.__cause__, KafkaException) else None
-        kind = _TOPIC_REFUSALS.get(err.code()) if err is not None else None
+        # Refusals of its creation that only a setting (or a grant) fixes: retrying never helps.
+        refusal = TOPIC_REFUSALS.get(err.code()) if err is not None else None
+        kind = refusal.created if refusal is not None else None
         if err is None or kind is None:
             raise
         raise startup.checkpoint_topic_refused(settings, kind, f"{err.name()}: {err.str()}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -24,15 +25,37 @@ _PERMANENT = frozenset({
     KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.TOPIC_EXCEPTION, KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
-    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT, KafkaError.INVALID_TIMESTAMP,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
 })
-# A topic's metadata error that means no record for it will ever be taken (auto-creation off or refused).
-_TOPIC_REFUSALS = {
-    KafkaError.UNKNOWN_TOPIC_OR_PART: "does not exist, and the broker does not create it on use "
-                                      "(auto.create.topics.enable=false): create the topic",
-    KafkaError.TOPIC_EXCEPTION: "is not a valid Kafka topic name",
-    KafkaError.TOPIC_AUTHORIZATION_FAILED: "may not be described by this relay's principal: grant it DESCRIBE "
-                                           "and WRITE on the topic",
+# The relay never sets a record's timestamp: librdkafka stamps it with the relay host's clock, so a broker that
+# refuses it (Kafka 4 refuses times more than an hour ahead by default) is refusing the host's clock, not the row.
+# Transient: retried (dead-lettering every row while the clock is off would be a mass false verdict).
+_CLOCK_SKEW = frozenset({KafkaError.INVALID_TIMESTAMP})
+
+
+@dataclass(frozen=True)
+class TopicRefusal:
+    """What one topic-level error code means where the relay meets it."""
+
+    created: str | None  # refusing to create the checkpoint topic: startup.checkpoint_topic_refused's kind, or
+    # None when a retry may succeed
+    described: str | None  # in an event topic's metadata: why no record for it will ever be taken, or None
+
+
+# The one table of topic refusals: the checkpoint topic's creation (relay.kafka.checkpoints) and an event topic's
+# metadata (topic_refusal) both read it. Only a setting, a grant or a new topic fixes these; retrying never does.
+TOPIC_REFUSALS = {
+    KafkaError.UNKNOWN_TOPIC_OR_PART: TopicRefusal(None, "does not exist, and the broker does not create it on use "
+                                                         "(auto.create.topics.enable=false): create the topic"),
+    KafkaError.TOPIC_EXCEPTION: TopicRefusal("name", "is not a valid Kafka topic name"),
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: TopicRefusal("denied", "may not be described by this relay's principal: "
+                                                                  "grant it DESCRIBE and WRITE on the topic"),
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: TopicRefusal("denied", None),
+    KafkaError.INVALID_REPLICATION_FACTOR: TopicRefusal("replication", None),
+    KafkaError.POLICY_VIOLATION: TopicRefusal("policy", None),
+    KafkaError.INVALID_PARTITIONS: TopicRefusal("policy", None),
+    KafkaError.INVALID_CONFIG: TopicRefusal("policy", None),
+    KafkaError.INVALID_REPLICA_ASSIGNMENT: TopicRefusal("policy", None),
 }
 # init(): deadlines of the quick attempts before one with the full timeout (see KafkaTransport.init).
 _QUICK_INIT_S = (0.15, 0.2, 0.25, 0.3)
@@ -48,6 +71,9 @@ def translate(err: KafkaError, doing: str) -> PublishError:
         return FencedError(f"fenced while {text}")
     if code in _PERMANENT:
         return PermanentPublishError(text)
+    if code in _CLOCK_SKEW:
+        return KafkaUnavailableError(f"{text} (likely clock skew: the broker refuses the record timestamps this "
+                                     "host's clock gives; check the relay host's time synchronisation)")
     if err.fatal():
         # Fatal producer errors cannot be cleared on this instance; the worker drops it and re-initialises,
         # which re-runs recovery, like a fencing.
@@ -58,9 +84,10 @@ def translate(err: KafkaError, doing: str) -> PublishError:
 def topic_refusal(topic: str, err: KafkaError | None) -> str | None:
     """Why no record for ``topic`` will be accepted, from its metadata error; None when it may be (no error, or
     a transient one such as LEADER_NOT_AVAILABLE while it is being created)."""
-    if err is None or err.code() not in _TOPIC_REFUSALS:
+    said = None if err is None or err.code() not in TOPIC_REFUSALS else TOPIC_REFUSALS[err.code()].described
+    if err is None or said is None:
         return None
-    return f"topic {topic!r} {_TOPIC_REFUSALS[err.code()]} ({err.name()}), then `outbox dlq retry` the row"
+    return f"topic {topic!r} {said} ({err.name()}), then `outbox dlq retry` the row"
 
 
 def _call(doing: str, fn: Any, *args: Any) -> Any:

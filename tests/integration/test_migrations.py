@@ -3,8 +3,10 @@ and a host application's own Alembic env can run ours beside its own tables."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ from alembic.script import ScriptDirectory
 from typer.testing import CliRunner
 
 from migrations import VERSION_TABLE, alembic_config
-from outbox.schema import metadata
+from outbox.config import MAX_SHARDS
+from outbox.event import TIME_MAX, TIME_MIN, TOPIC_RE
+from outbox.schema import event, metadata
 from outbox.store.relay_probe import NewRowsProbe
 from relay.cli import app
 from stack.env import Stack
@@ -172,3 +176,20 @@ def test_host_env_runs_our_migrations_beside_its_own(empty_db: str) -> None:
     engine.dispose()
     command.downgrade(cfg, "outbox@base")
     assert not tables(empty_db) - {VERSION_TABLE} and "widget" in tables(empty_db, "public")
+
+
+def test_relay_0003_writes_out_the_values_of_the_rules_owners() -> None:
+    """The migration hard-codes its CHECKs (a migration keeps meaning what it meant when written); they must
+    still be the owners' values: the shard range (MAX_SHARDS), the time span (TIME_MIN..TIME_MAX) and the topic
+    pattern (TOPIC_RE), as the declared schema derives them."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://unused/unused"))
+    rev = script.get_revision("relay_0003")
+    assert rev is not None
+    checks: dict[str, str] = rev.module.CHECKS
+    declared = {c.name: str(c.sqltext) for c in event.constraints
+                if isinstance(c, sa.CheckConstraint) and c.name != "ck_event_key_seq_iff_key"}
+    assert checks == declared
+    times = [datetime.fromisoformat(t) for t in re.findall(r"'(\d{4}-[^']+)'", checks["ck_event_time_in_range"])]
+    assert times == [TIME_MIN, TIME_MAX]
+    assert f"shard < {MAX_SHARDS})" in checks["ck_event_shard_in_range"]
+    assert f"'^{TOPIC_RE.pattern}$'" in checks["ck_event_topic_name"]

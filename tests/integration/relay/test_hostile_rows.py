@@ -11,12 +11,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 
 from migrations import alembic_config
+from outbox.config import MAX_SHARDS
+from outbox.event import TIME_MAX, TIME_MIN
+from outbox.store.relay import RelayStore
 from stack.env import Stack
 from tests.conftest import TEMPLATE_DB, create_topic
 from tests.integration.relay.harness import dsn
@@ -54,13 +59,17 @@ CASES = [
     Case("headers-nested-too-deep", "RecursionError", headers="[" * 3000 + "]" * 3000),
     Case("time-infinity", "time is infinite", time_sql="'infinity'"),
     Case("time-minus-infinity", "time is infinite", time_sql="'-infinity'"),
-    Case("time-year-10000", "outside years 1..9999", time_sql="'10000-01-01 00:00:00+00'"),
-    Case("time-bc", "outside years 1..9999", time_sql="'0044-03-15 00:00:00+00 BC'"),
+    Case("time-year-10000", "outside 0001-01-02", time_sql="'10000-01-01 00:00:00+00'"),
+    Case("time-bc", "outside 0001-01-02", time_sql="'0044-03-15 00:00:00+00 BC'"),
+    # within years 1..9999 but outside the span every client reads back (outbox.event.TIME_MIN..TIME_MAX)
+    Case("time-0001-01-01", "outside 0001-01-02", time_sql="'0001-01-01 12:00:00+00'"),
+    Case("time-9999-12-31", "9999-12-30T23:59:59.999999", time_sql="'9999-12-31 00:00:00+00'"),
     Case("topic-invalid", "characters Kafka rejects", topic="no spaces allowed"),
     Case("topic-too-long", "at most 249", topic="t" * 250),
     Case("type-empty", "type is ''", type_=""),
     Case("content-type-empty", "content_type is ''", content_type=""),
-    Case("shard-negative", "shard -1 is negative", shard=-1),
+    Case("shard-negative", "shard -1 is outside 0..1023", shard=-1),
+    Case("shard-beyond-the-maximum", "shard 1024 is outside 0..1023", shard=1024),
 ]
 
 
@@ -122,10 +131,18 @@ def test_corrupted_row_is_dead_lettered_with_the_reason_and_its_shard_flows(run:
 
 
 def test_rows_the_checks_refuse_are_refused_when_written(fresh_db: str, topic: str) -> None:
-    with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_shard_not_negative"):
+    with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_shard_in_range"):
         insert_row(fresh_db, topic=topic, key=b"k", shard=-1)
+    with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_shard_in_range"):
+        insert_row(fresh_db, topic=topic, key=b"k", shard=MAX_SHARDS)
+    insert_row(fresh_db, topic=topic, key=b"k", shard=MAX_SHARDS - 1)  # a shard-count mismatch, not a bad row
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_time_in_range"):
         insert_row(fresh_db, topic=topic, key=b"k", time_sql="'infinity'")
+    for outside in (TIME_MIN - timedelta(microseconds=1), TIME_MAX + timedelta(microseconds=1)):
+        with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_time_in_range"):
+            insert_row(fresh_db, topic=topic, key=b"k", time_sql=f"'{outside.isoformat()}'")
+    for inside in (TIME_MIN, TIME_MAX):  # what enqueue accepts, the database accepts and the relay reads
+        insert_row(fresh_db, topic=topic, key=b"k", time_sql=f"'{inside.isoformat()}'")
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_headers_list"):
         insert_row(fresh_db, topic=topic, key=b"k", headers='[{"name": "h"}]')
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_topic_name"):
@@ -133,6 +150,17 @@ def test_rows_the_checks_refuse_are_refused_when_written(fresh_db: str, topic: s
     with pytest.raises(psycopg.errors.CheckViolation, match="ck_event_attributes_present"):
         insert_row(fresh_db, topic=topic, key=b"k", type_="")
     insert_row(fresh_db, topic=topic, key=b"k", headers='[{"name": "h", "value": "v"}, {"name": "b", "base64": "A="}]')
+
+
+def test_the_relay_claims_every_time_the_writer_and_the_database_accept(fresh_db: str, topic: str) -> None:
+    ids = [insert_row(fresh_db, topic=topic, key=f"k{i}".encode(), time_sql=f"'{t.isoformat()}'")[0]
+           for i, t in enumerate((TIME_MIN, TIME_MAX))]
+    engine = sa.create_engine(fresh_db, poolclass=sa.pool.NullPool)
+    try:
+        rows = RelayStore(engine).claim(0, 10)
+    finally:
+        engine.dispose()
+    assert [(r.id, r.time) for r in rows] == list(zip(ids, (TIME_MIN, TIME_MAX), strict=True))
 
 
 def test_upgrade_over_existing_bad_rows_succeeds(stack: Stack) -> None:

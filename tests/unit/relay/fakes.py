@@ -28,6 +28,8 @@ class FakeKafka:
     broker_refuse: set[int] = field(default_factory=set)  # refs whose whole record batch the broker refuses
     missing_topics: set[str] = field(default_factory=set)  # not in the metadata (auto-create off)
     denied_topics: set[str] = field(default_factory=set)  # AddPartitionsToTxn refused: the whole transaction fails
+    checkpoint_denied: bool = False  # WRITE on the checkpoint topic revoked: every transaction is refused
+    fail_abort: list[PublishError] = field(default_factory=list)  # raised by the next aborts, in order
     metadata_requests: int = 0
     fail_commit: list[PublishError] = field(default_factory=list)  # raised by the next commits, in order
     fail_init: list[PublishError] = field(default_factory=list)
@@ -78,7 +80,8 @@ class FakeTransport:
     def flush(self) -> list[Delivery]:
         assert self.open is not None
         denied = sorted({r.topic for r in self.open} & self.k.denied_topics)
-        if denied:  # like librdkafka: every record purged, the cause only in the transaction's error
+        # Like librdkafka: every record purged, the cause only in the transaction's error.
+        if denied or (self.k.checkpoint_denied and self.cp):
             raise PermanentPublishError("the transaction: TOPIC_AUTHORIZATION_FAILED: Failed to add partition(s) "
                                         "to transaction (fake)")
         # One record batch per topic here: a refused record takes its batch-mates down with it.
@@ -116,11 +119,15 @@ class FakeTransport:
 
     def abort(self) -> None:
         self.open = None
+        if self.k.fail_abort:
+            raise self.k.fail_abort.pop(0)
 
     def probe_end(self, partition: int, key: bytes, value: bytes) -> int:
         self._fenced()
         if self.k.fail_probe:
             raise self.k.fail_probe.pop(0)
+        if self.k.checkpoint_denied:
+            raise PermanentPublishError("producing the recovery probe: TOPIC_AUTHORIZATION_FAILED (fake)")
         self.k.probes += 1
         return sum(len(v) for v in self.k.checkpoints.values()) + self.k.probes
 

@@ -6,8 +6,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError
-from relay.kafka import translate
-from relay.kafka.clients import topic_refusal
+from relay.kafka import checkpoints, translate
+from relay.kafka.clients import TOPIC_REFUSALS, topic_refusal
 
 
 @pytest.mark.parametrize(("code", "cls"), [
@@ -30,10 +30,16 @@ def test_fatal_errors_are_treated_like_fencing() -> None:
     assert isinstance(translate(KafkaError(KafkaError._STATE, fatal=True), "x"), FencedError)
 
 
-@pytest.mark.parametrize("code", [KafkaError.INVALID_TIMESTAMP, KafkaError._UNKNOWN_PARTITION,
+@pytest.mark.parametrize("code", [KafkaError._UNKNOWN_PARTITION,
                                   KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.POLICY_VIOLATION])
 def test_other_record_level_refusals_are_permanent(code: int) -> None:
     assert type(translate(KafkaError(code), "x")) is PermanentPublishError
+
+
+def test_an_invalid_timestamp_is_the_relay_hosts_clock_so_transient_and_said_so() -> None:
+    # The relay never sets timestamps: the broker is refusing this host's clock, not a row.
+    e = translate(KafkaError(KafkaError.INVALID_TIMESTAMP), "x")
+    assert type(e) is KafkaUnavailableError and "clock skew" in str(e)
 
 
 @pytest.mark.parametrize("code", [KafkaError.CLUSTER_AUTHORIZATION_FAILED,
@@ -56,3 +62,12 @@ def test_topic_metadata_errors_that_refuse_every_record_name_the_fix(code: int, 
 @pytest.mark.parametrize("err", [None, KafkaError(KafkaError.LEADER_NOT_AVAILABLE), KafkaError(KafkaError._TRANSPORT)])
 def test_a_usable_or_transiently_unavailable_topic_is_not_refused(err: KafkaError | None) -> None:
     assert topic_refusal("orders", err) is None
+
+
+def test_one_table_of_topic_refusals_serves_the_checkpoint_topic_and_event_topics() -> None:
+    assert not hasattr(checkpoints, "_TOPIC_REFUSALS"), "a second table would drift from the first"
+    assert TOPIC_REFUSALS[KafkaError.INVALID_REPLICATION_FACTOR].created == "replication"
+    assert TOPIC_REFUSALS[KafkaError.TOPIC_EXCEPTION].created == "name"
+    # A cluster-wide refusal is a configuration fault at start, never a reason to refuse one event topic.
+    assert TOPIC_REFUSALS[KafkaError.CLUSTER_AUTHORIZATION_FAILED].created == "denied"
+    assert topic_refusal("orders", KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED)) is None

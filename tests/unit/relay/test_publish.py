@@ -98,7 +98,7 @@ def _hostile(i: int, row_key: str | None = "a", **changes: Any) -> PendingRow:
     ({"headers": '[{"name": "ce_id", "value": "forged"}]'}, "reserved header name"),
     ({"headers": "[" * 100_000 + "]" * 100_000}, "RecursionError"),
     ({"headers": "not json"}, "JSONDecodeError"),
-    ({"time": None}, "time is infinite or outside years 1..9999"),
+    ({"time": None}, "time is infinite or outside 0001-01-02"),
     ({"topic": "a" * 250}, "at most 249"),
     ({"topic": "bad name"}, "characters Kafka rejects"),
     ({"topic": ""}, "topic is empty"),
@@ -145,6 +145,22 @@ def test_transaction_refused_as_a_whole_with_one_topic_refuses_the_first_row_of_
     assert not out.suspect_topics and k.committed == []
 
 
+def test_a_whole_transaction_refusal_is_charged_only_once_the_checkpoint_partition_alone_proves_writable() -> None:
+    k = FakeKafka(denied_topics={"denied"})
+    out = _publish(k, [row(1, "a", topic="denied")])
+    assert set(out.refused) == {1} and k.probes == 1, "the checkpoint partition alone was proven writable first"
+
+
+def test_a_refusal_of_the_checkpoint_topic_charges_no_row_and_is_transient() -> None:
+    # WRITE revoked on the checkpoint topic: every transaction is refused as a whole, whatever its event topics.
+    k = FakeKafka(checkpoint_denied=True)
+    with pytest.raises(KafkaUnavailableError, match="producer as a whole"):
+        _publish(k, [row(1, "a"), row(2, "b")])
+    with pytest.raises(KafkaUnavailableError, match="producer as a whole"):
+        _publish(k, [row(1, "a", topic="x"), row(2, "b", topic="y")])
+    assert k.committed == []
+
+
 def test_transaction_refused_as_a_whole_with_several_topics_makes_them_suspect_topics() -> None:
     k = FakeKafka(denied_topics={"denied"})
     out = _publish(k, [row(1, "a", topic="denied"), row(2, "b", topic="ok")])
@@ -169,13 +185,34 @@ def test_topic_gate_counts_one_attempt_per_check_and_picks_up_a_topic_created_la
     k = FakeKafka(missing_topics={"gone"})
     t = FakeTransport(k)
     now = [0.0]
-    gate = TopicGate(5.0, clock=lambda: now[0])
-    assert gate.screen(t, ["gone", "ok"]) == {"gone": ("topic 'gone' does not exist (fake)", True)}
-    now[0] = 4.9
-    assert gate.screen(t, ["gone"]) == {"gone": ("topic 'gone' does not exist (fake)", False)}, "not due: waits"
-    assert k.metadata_requests == 2, "a refusal is not re-asked before recheck_s"
-    now[0] = 5.0
-    assert gate.screen(t, ["gone"])["gone"][1] is True, "due again: one more attempt"
+    gate = TopicGate(4.0, 0.125, clock=lambda: now[0])  # binary fractions: exact sums
+    said = "topic 'gone' does not exist (fake)"
+    assert gate.screen(t, ["gone", "ok"]) == {"gone": (said, False)}, "a first sighting counts nothing"
+    checks = [0.0]
+    while now[0] < 30:  # re-checked at 0.125 s, then doubling up to recheck_s; counted once refused for 4 s
+        now[0] += 0.125
+        before = k.metadata_requests
+        got = gate.screen(t, ["gone"])
+        assert got["gone"][0] == said
+        if k.metadata_requests > before:
+            checks.append(now[0])
+            assert got["gone"][1] is (now[0] >= 4.0)
+        else:
+            assert got["gone"][1] is False, "not due: waits without counting"
+    assert checks[:7] == [0.0, 0.125, 0.375, 0.875, 1.875, 3.875, 7.875] and checks[-1] - checks[-2] == 4.0
     k.missing_topics.clear()  # the operator created it
-    now[0] = 10.0
+    now[0] += 4.0
     assert gate.screen(t, ["gone"]) == {}
+
+
+def test_topic_gate_a_topic_created_on_use_costs_no_attempt_and_flows_at_the_quick_recheck() -> None:
+    # auto.create.topics.enable=true: the first metadata request creates the topic and still answers
+    # UNKNOWN_TOPIC_OR_PART; the next one finds it.
+    k = FakeKafka(missing_topics={"new"})
+    t = FakeTransport(k)
+    now = [0.0]
+    gate = TopicGate(5.0, 0.1, clock=lambda: now[0])
+    assert gate.screen(t, ["new"]) == {"new": ("topic 'new' does not exist (fake)", False)}
+    k.missing_topics.clear()
+    now[0] = 0.1
+    assert gate.screen(t, ["new"]) == {}, "re-checked at first_recheck_s, not recheck_s: its rows flow"

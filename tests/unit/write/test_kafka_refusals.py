@@ -14,7 +14,7 @@ import pytest
 import outbox
 from outbox import errors
 from outbox.config import DEFAULT_MAX_RECORD_BYTES, Settings
-from outbox.envelope import BATCH_OVERHEAD, WIDEST_BIGINT, kafka_headers, record_bytes, varint_bytes
+from outbox.envelope import BATCH_OVERHEAD, WIDEST_BIGINT, header_bytes, kafka_headers, record_bytes, varint_bytes
 from outbox.event import Event
 from outbox.validation import encode_data, prepare, prepare_one, record_size
 
@@ -170,3 +170,12 @@ def test_a_collision_deep_inside_is_found_with_its_path() -> None:
     with pytest.raises(errors.PayloadError, match="two keys") as exc:
         encode_data({"first": {"ok": 1}, "deep": d})
     assert "at $.deep" + ".n[0]" * 300 + " " in str(exc.value)
+
+
+def test_a_headers_framing_is_counted_in_one_place() -> None:
+    # record_bytes and the too-large message's "headers" part both use header_bytes: one rule, one owner.
+    assert header_bytes(1, 1) == 4 and header_bytes(64, 0) == 2 + 64 + 1
+    sizes = [(1, 1), (2, 3)]  # the record stays under 64 bytes: its own length varint keeps one byte
+    assert record_bytes(None, 0, sizes) - record_bytes(None, 0, []) == sum(header_bytes(n, v) for n, v in sizes)
+    with pytest.raises(errors.PayloadError, match=rf"headers {header_bytes(1, 5000)}\b"):
+        prepare_one(ev(data=b"", content_type="application/octet-stream", headers=[("h", "v" * 5000)]), SMALL)
