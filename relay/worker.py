@@ -116,6 +116,14 @@ class ShardWorker:
             t.init()
             if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
                 self._recover(t, began)
+        except PermanentPublishError as exc:
+            t.close()
+            # Refused for good before any row was sent (the checkpoint topic denied, say): no row to charge, and
+            # only an operator fixes it, so it is retried like an outage and says what to grant.
+            raise KafkaUnavailableError(
+                f"shard {self.shard} cannot start its transactions: {exc} (the relay needs Write on the "
+                f"checkpoint topic {self.s.checkpoint_topic!r} and on its transactional ids: docs/security.md)"
+            ) from exc
         except BaseException:
             t.close()
             raise
@@ -178,7 +186,16 @@ class ShardWorker:
         wanted = [m for m in cp.marks if m.id in pending]
         if not wanted:
             return ()
-        found = self._checkpoints.event_ids_at([(pending[m.id][0], m.partition, m.offset) for m in wanted])
+        try:
+            found = self._checkpoints.event_ids_at([(pending[m.id][0], m.partition, m.offset) for m in wanted])
+        except PermanentPublishError as exc:
+            # Not allowed to read the event topics (an authorizer without READ on them): waiting would stall the
+            # shard for good, so the record goes unchecked and unused; its rows are sent again, once.
+            log.error("recovery: cannot check a checkpoint of the previous format against Kafka; its rows are "  # noqa: TRY400
+                      "treated as unpublished and may be sent twice (grant the relay READ on its topics for the "
+                      "upgrade: docs/operations.md, \"Upgrading from a release without outbox identities\")",
+                      extra={"shard": self.shard, "rows": len(wanted), "error": str(exc)[:300]})
+            return ()
         ours = tuple(m for m in wanted if found.get((pending[m.id][0], m.partition, m.offset)) == pending[m.id][1])
         if len(ours) != len(wanted):
             log.warning("recovery: a checkpoint of the previous format names rows this outbox has not published "

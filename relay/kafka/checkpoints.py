@@ -117,6 +117,8 @@ class KafkaCheckpointLog:
                                 done = True
                                 continue
                             raise translate(err, f"reading {t}[{p}] to check a checkpoint")
+                        if (m.topic(), m.partition()) != (t, p):
+                            continue  # a late answer for the partition assigned before this one
                         if m.offset() >= hi:
                             done = True
                         elif m.offset() in offsets:
