@@ -25,6 +25,7 @@ from relay.http import Pulse
 from relay.startup import StartupWait
 from relay.supervisor import Supervisor
 from relay.worker import Exit
+from stack.process import wait_for as poll
 from tests.unit.relay.fakes import FakeCheckpointLog, FakeKafka, FakeTransport
 
 ENV = {"OUTBOX_DATABASE_URL": "postgresql://h/d", "KAFKA_BOOTSTRAP_SERVERS": "k:1", "OUTBOX_SHARDS": "1",
@@ -98,10 +99,7 @@ def down() -> None:
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+    poll(cond, timeout, "the supervisor's state", interval=0.01)
 
 
 @pytest.fixture
