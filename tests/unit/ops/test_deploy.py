@@ -95,10 +95,42 @@ def test_dashboard_covers_the_operational_signals() -> None:
     for topic in ("backlog", "oldest", "publish", "latency", "dead letters", "leases", "held keys"):
         assert topic in titles, topic
     for p in DASHBOARD["panels"]:
-        assert p["datasource"]["uid"] == "prometheus"
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24
     assert len({p["id"] for p in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
+
+
+def _datasources(node: Any) -> list[Any]:
+    """Every ``datasource`` reference anywhere in the dashboard (panels, their targets, nested rows)."""
+    if isinstance(node, list):
+        return [d for item in node for d in _datasources(item)]
+    if not isinstance(node, dict):
+        return []
+    own = [node["datasource"]] if "datasource" in node else []
+    return own + [d for k, v in node.items() if k != "templating" for d in _datasources(v)]
+
+
+def test_dashboard_takes_its_datasource_from_a_variable() -> None:
+    """No panel or query names a datasource uid of one Grafana: each points at ``${datasource}``, a variable
+    listing the Prometheus datasources (the default one preselected), so the dashboard imports anywhere."""
+    (var,) = [v for v in DASHBOARD["templating"]["list"] if v["name"] == "datasource"]
+    assert var["type"] == "datasource" and var["query"] == "prometheus"
+    refs = _datasources(DASHBOARD["panels"])
+    assert len(refs) == len(DASHBOARD["panels"]) + len(_exprs())
+    assert all(r == {"type": "prometheus", "uid": "${datasource}"} for r in refs), refs
+    ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["type"] == "prometheus" and ds["datasources"][0]["isDefault"] is True
+
+
+def test_relay_image_is_multi_stage_and_runs_as_a_numeric_non_root_user() -> None:
+    lines = [ln.strip() for ln in (ROOT / "deploy/relay/Dockerfile").read_text().splitlines()]
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    assert len(froms) == 2 and froms[0].endswith(" AS build"), froms
+    assert any(ln.startswith("COPY --from=build ") for ln in lines), "the final stage installs the built wheel"
+    (user,) = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) > 0, f"USER {user}: a numeric non-root UID lets runAsNonRoot verify it"
+    assert lines.index(f"USER {user}") > lines.index(froms[1]), "USER is set in the final stage"
 
 
 def test_metric_names_are_documented() -> None:
