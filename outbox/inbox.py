@@ -36,7 +36,13 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from outbox.extras import missing_extra
+
+try:
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "outbox.inbox", "inbox") from exc
 
 from outbox import inbox_args as args
 from outbox import inbox_guard as guard

@@ -15,9 +15,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-
 from outbox.errors import ConsumerError
+from outbox.extras import missing_extra
+
+try:
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+except ModuleNotFoundError as exc:  # the core install has no Kafka client
+    raise missing_extra(exc, "outbox.inbox (reading Kafka)", "inbox") from exc
 from outbox.inbox_args import check_group, check_topics
 
 log = logging.getLogger("outbox.inbox")

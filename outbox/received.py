@@ -14,7 +14,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from tenacity import RetryCallState
+
+from outbox.extras import missing_extra
+
+try:
+    from tenacity import RetryCallState
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "outbox.inbox", "inbox") from exc
 
 from outbox import envelope
 from outbox.errors import ConfigError

@@ -9,6 +9,9 @@ enqueue of one event type: each schema is checked against its draft's metaschema
 refused, and every ``$ref`` is resolved. References resolve within the schema (``#/$defs/...``, ``$id``/anchors)
 and to the JSON Schema metaschemas; remote schemas are never fetched (a write path must not depend on, or be
 steered by, a web server), so inline them under ``$defs``.
+
+``jsonschema`` comes with the ``[jsonschema]`` extra and is imported when a registry is built, so that
+``import outbox`` never needs it (:mod:`outbox.extras`).
 """
 
 from __future__ import annotations
@@ -16,25 +19,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol, cast
-
-import jsonschema
-import referencing.jsonschema
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
-
-# The official metaschemas as a referencing.Registry; jsonschema itself depends on it. It ships no type hints.
-from jsonschema_specifications import REGISTRY as _METASCHEMAS  # type: ignore[import-untyped]
-from referencing import Registry, Resource
-from referencing.exceptions import Unresolvable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from outbox.errors import ConfigError, SchemaValidationError
+from outbox.extras import missing_extra
 from outbox.validation import encode_data
 
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+    from referencing import Resource
+
 Schema = Mapping[str, Any] | bool
-_DEFAULT = jsonschema.Draft202012Validator
-# An empty registry: jsonschema adds the metaschemas to it and, unlike its default, never retrieves remote refs.
-_NO_RETRIEVAL: Registry[Any] = Registry()
 
 
 class SchemaRegistry(Protocol):
@@ -51,6 +46,14 @@ class JsonSchemaRegistry:
     """
 
     def __init__(self, schemas: Mapping[str, Schema], *, strict: bool = False) -> None:
+        try:
+            import jsonschema
+        except ModuleNotFoundError as exc:
+            raise missing_extra(exc, "JsonSchemaRegistry", "jsonschema") from exc
+        from referencing.exceptions import Unresolvable
+
+        self._best_match = jsonschema.exceptions.best_match
+        self._unapplicable = (Unresolvable, re.error)
         if not isinstance(schemas, Mapping):
             raise ConfigError(
                 f"JsonSchemaRegistry takes a mapping of event type to JSON Schema, got {type(schemas).__name__}"
@@ -71,8 +74,8 @@ class JsonSchemaRegistry:
             return
         instance = json.loads(encode_data(data))
         try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-        except (Unresolvable, re.error) as exc:  # checked at construction; a draft-4 patternProperties key is not
+            error = self._best_match(validator.iter_errors(instance))
+        except self._unapplicable as exc:  # checked at construction; a draft-4 patternProperties key is not
             raise ConfigError(f"the JSON Schema registered for {type!r} cannot be applied: {exc}") from exc
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -82,6 +85,13 @@ class JsonSchemaRegistry:
 
 
 def _compile(event_type: object, schema: object) -> Validator:
+    import referencing.jsonschema
+    from jsonschema.exceptions import SchemaError
+
+    # The official metaschemas as a referencing.Registry; jsonschema itself depends on it. It ships no type hints.
+    from jsonschema_specifications import REGISTRY as metaschemas  # type: ignore[import-untyped]
+    from referencing import Registry, Resource
+
     if not isinstance(event_type, str) or not event_type.strip():
         raise ConfigError(f"JsonSchemaRegistry: event types must be non-blank strings, got {event_type!r}")
     what = f"the JSON Schema registered for {event_type!r}"
@@ -96,17 +106,22 @@ def _compile(event_type: object, schema: object) -> Validator:
         raise ConfigError(f"{what} is invalid: {exc.message}") from exc
     spec = referencing.jsonschema.specification_with(cls.META_SCHEMA["$schema"])
     root = Resource.from_contents(schema, default_specification=spec)
-    for ref in _unresolvable_refs(_METASCHEMAS.resolver_with_root(root), root):
+    for ref in _unresolvable_refs(metaschemas.resolver_with_root(root), root):
         raise ConfigError(
             f"{what} has a $ref that cannot be resolved: {ref!r}. Refer to definitions inside the schema "
             "(e.g. '#/$defs/name'); remote schemas are not fetched, so copy them under $defs"
         )
-    return cls(schema, registry=_NO_RETRIEVAL, format_checker=cls.FORMAT_CHECKER)
+    # An empty registry: jsonschema adds the metaschemas to it and, unlike its default, never retrieves remote refs.
+    no_retrieval: Registry[Any] = Registry()
+    return cls(schema, registry=no_retrieval, format_checker=cls.FORMAT_CHECKER)
 
 
 def _draft(what: str, schema: dict[str, Any] | bool) -> type[Validator]:
+    import jsonschema
+
+    default = jsonschema.Draft202012Validator
     if isinstance(schema, bool) or "$schema" not in schema:
-        return _DEFAULT
+        return default
     dialect = schema["$schema"]
     # Without a default, validator_for warns and falls back to the latest draft for an unknown $schema.
     found: type[Validator] | None = (
@@ -115,7 +130,7 @@ def _draft(what: str, schema: dict[str, Any] | bool) -> type[Validator]:
     if found is None:
         raise ConfigError(
             f"{what} names an unknown $schema {dialect!r}; use a JSON Schema draft URI such as "
-            f"{_DEFAULT.META_SCHEMA['$schema']!r}, or leave $schema out for 2020-12"
+            f"{default.META_SCHEMA['$schema']!r}, or leave $schema out for 2020-12"
         )
     return found
 
@@ -123,6 +138,8 @@ def _draft(what: str, schema: dict[str, Any] | bool) -> type[Validator]:
 def _unresolvable_refs(resolver: Any, resource: Resource[Any]) -> Iterator[str]:
     """Every ``$ref`` in ``resource`` and its subschemas that ``resolver`` cannot find (each scope's ``$id``
     kept, as the validator would)."""
+    from referencing.exceptions import Unresolvable
+
     contents = resource.contents
     if isinstance(contents, Mapping) and isinstance(contents.get("$ref"), str):
         try:

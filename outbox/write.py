@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, overload
 
 import sqlalchemy as sa
-from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,11 @@ from outbox.event import Event, StoredEvent
 from outbox.store import translate_errors
 from outbox.store import write as store
 from outbox.validation import Prepared, prepare
+
+try:
+    from opentelemetry import trace
+except ModuleNotFoundError:  # the [otel] extra: without the API there is no active span to record
+    trace = None  # type: ignore[assignment]
 
 SyncTarget = Session | sa.Connection
 AsyncTarget = AsyncSession | AsyncConnection
@@ -37,7 +41,10 @@ _NO_TXN = (
 
 
 def current_traceparent() -> str | None:
-    """The W3C ``traceparent`` of the active OpenTelemetry span, or None when there is none."""
+    """The W3C ``traceparent`` of the active OpenTelemetry span, or None when there is none (or no
+    ``opentelemetry-api``: the ``[otel]`` extra)."""
+    if trace is None:
+        return None
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:
         return None

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
+from outbox.extras import missing_extra
+
+try:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "outbox.reconcile (its terminal report)", "audit") from exc
 
 COLUMNS = ("expected", "acknowledged", "missing", "duplicated", "replayed", "out_of_order", "stuck",
            "dead_lettered", "unexpected", "in_flight")

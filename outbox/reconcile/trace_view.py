@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
+from outbox.extras import missing_extra
+
+try:
+    from rich.console import Console
+    from rich.markup import escape
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "outbox trace", "audit") from exc
 
 from outbox.reconcile.trace import Journey
 
