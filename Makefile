@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := tools/kafka/.resolved
+K8S := tools/k8s/.resolved
 PYTEST_ARGS ?=
 
-.PHONY: all venv jars test lint demo bench chaos chaos-small clean
+.PHONY: all venv jars k8s-tools test lint demo bench chaos chaos-small clean
 
 all: test
 
@@ -25,7 +26,15 @@ $(JARS): tools/kafka/pom.xml $(STAMP)
 
 jars: $(JARS)
 
-test: $(STAMP) $(JARS)
+# Build helm and kubeconform (Go module proxy) and extract the Kubernetes schemas once into a git-ignored cache
+# (tools/k8s/), for the Helm chart's tests (stack/k8s.py); reused afterwards.
+$(K8S): stack/k8s.py $(STAMP)
+	$(BIN)/python -c 'from stack.k8s import resolve_k8s_tools; print("k8s tools:", resolve_k8s_tools())'
+	touch $(K8S)
+
+k8s-tools: $(K8S)
+
+test: $(STAMP) $(JARS) $(K8S)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -42,4 +51,4 @@ chaos: $(STAMP) $(JARS)
 	$(BIN)/pytest -m slow tests/faults tests/chaos $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .stack tools/kafka/libs-* $(JARS)
+	rm -rf $(VENV) .stack tools/kafka/libs-* $(JARS) tools/k8s

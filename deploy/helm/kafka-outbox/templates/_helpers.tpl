@@ -86,7 +86,7 @@ tolerations:
 
 {{/* OUTBOX_DATABASE_URL from a Secret, and OUTBOX_SCHEMA. Argument: (list $ secretName key). */}}
 {{- define "kafka-outbox.databaseEnv" -}}
-{{- $root := index . 0 }}
+{{- $root := index . 0 -}}
 - name: OUTBOX_DATABASE_URL
   valueFrom:
     secretKeyRef:
