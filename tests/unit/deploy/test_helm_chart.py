@@ -267,9 +267,13 @@ def test_the_service_monitor_is_off_by_default_and_scrapes_the_metrics_service(k
 
 @pytest.mark.parametrize(("values", "message"), [
     (["--set", "terminationGracePeriodSeconds=10"], "must exceed relay.drainDeadlineSeconds"),
-    (["--set", "relay.httpPort=-1"], "relay.httpPort"),
-    (["--set", "database.existingSecret="], "database.existingSecret"),
-    (["--set", "kafka.existingSecret="], "kafka.existingSecret"),
+    (["--set", "relay.httpPort=-1"], "/relay/httpPort"),
+    (["--set", "database.existingSecret="], "/database/existingSecret"),
+    (["--set", "kafka.existingSecret="], "/kafka/existingSecret"),
+    (["--set", "replicas=3"], "'replicas' not allowed"),
+    (["--set", "relay.env.KAFKA_BOOTSTRAP_SERVERS=k:9092"], "does not match pattern '^OUTBOX_RELAY_"),
+    (["--set", "relay.env.OUTBOX_RELAY_HTTP_PORT=9000"], "invalid propertyName 'OUTBOX_RELAY_HTTP_PORT'"),
+    (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy"),
     (["--set", "metrics.service.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"],
      "needs metrics.service.enabled"),
 ])

@@ -39,18 +39,8 @@ app.kubernetes.io/part-of: kafka-outbox
 {{- end }}
 {{- end }}
 
-{{/* Settings the chart refuses to render, rather than deploy relays that cannot work. */}}
+{{/* Rules between values, which values.schema.json (one value at a time) cannot state. */}}
 {{- define "kafka-outbox.validate" -}}
-{{- if not .Values.database.existingSecret }}
-{{- fail "database.existingSecret: name the Secret holding the database URL (the chart never holds it)" }}
-{{- end }}
-{{- if not .Values.kafka.existingSecret }}
-{{- fail "kafka.existingSecret: name the Secret holding the Kafka bootstrap servers" }}
-{{- end }}
-{{- $port := int .Values.relay.httpPort }}
-{{- if or (lt $port 1) (gt $port 65535) }}
-{{- fail "relay.httpPort: the probes and metrics need a fixed port from 1 to 65535" }}
-{{- end }}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) (float64 .Values.relay.drainDeadlineSeconds) }}
 {{- fail "terminationGracePeriodSeconds must exceed relay.drainDeadlineSeconds, or SIGKILL cuts the drain short" }}
 {{- end }}
