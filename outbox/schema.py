@@ -184,6 +184,9 @@ relay_instance = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", TS, nullable=False, server_default=text("now()")),
     Column("heartbeat_at", TS, nullable=False, server_default=text("now()")),
+    # outbox.__version__ of the relay (migration relay_0005); NULL from relays of earlier builds. `outbox status`
+    # shows it, so an upgrade can wait until no relay of the old build is left (docs/operations.md).
+    Column("version", Text, nullable=True),
 )
 
 inbox = Table(

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from outbox.version import VERSION
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def build_labels() -> dict[str, str]:
+    """The labels of ``outbox_build_info``: what this relay process runs."""
+    from relay.kafka.versions import librdkafka_version  # the relay's one confluent_kafka seam
+
+    return {"version": VERSION, "python": platform.python_version(), "librdkafka": librdkafka_version()}
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        # outbox_build_info{version, python, librdkafka} 1: which build each relay runs (e.g. during a rollout)
+        self.build = Info("outbox_build", "The kafka-outbox version of this relay, and its Python and librdkafka",
+                          registry=r)
+        self.build.info(build_labels())
         self.published = Counter("outbox_relay_published", "Events published and marked (rate() for events/s)",
                                  ["shard"], registry=r)
         self.batch_seconds = Histogram("outbox_relay_batch_seconds", "Claim to mark of one batch, seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -10,6 +11,20 @@ from rich.table import Table
 from outbox.store.relay import Status
 
 PROG_STATUS = "outbox status"  # what its messages and table start with (not "outbox relay": another command)
+# An instance whose last heartbeat is older is shown as gone (rows of dead relays stay up to an hour). Well above
+# the default heartbeat (0.5 s) and lease TTL (2.5 s), so a busy database does not make a live relay look gone.
+LIVE_WITHIN_S = 10.0
+UNKNOWN_VERSION = "unknown"  # a relay of a build from before relays recorded their version
+
+
+def _version(v: str | None) -> str:
+    return UNKNOWN_VERSION if v is None else v
+
+
+def live_versions(st: Status) -> dict[str, int]:
+    """How many live relay instances run each version, sorted by version label."""
+    return dict(sorted(Counter(_version(i.version) for i in st.instances if i.heartbeat_age_s < LIVE_WITHIN_S)
+                       .items()))
 
 
 def _key(k: bytes | None) -> str:
@@ -29,8 +44,12 @@ def to_json(st: Status) -> dict[str, Any]:
         "backlog": [{"shard": b.shard, "pending": b.pending, "oldest_age_s": b.oldest_age_s} for b in st.backlog],
         "leases": [{"shard": le.shard, "owner": le.owner, "epoch": le.epoch, "expires_in_s": le.expires_in_s}
                    for le in st.leases],
-        "instances": [{"instance_id": i.instance_id, "host": i.host, "pid": i.pid,
-                       "heartbeat_age_s": i.heartbeat_age_s} for i in st.instances],
+        "instances": [{"instance_id": i.instance_id, "host": i.host, "pid": i.pid, "version": i.version,
+                       "heartbeat_age_s": i.heartbeat_age_s, "live": i.heartbeat_age_s < LIVE_WITHIN_S}
+                      for i in st.instances],
+        # live instances per version ("unknown": a build from before relays recorded it): an upgrade that must
+        # wait for the old relays to be gone waits until only the new version is left (docs/operations.md)
+        "relay_versions": live_versions(st),
         "dead_letters_open": st.dead_letters_open,
         "held_keys": [{"topic": h.topic, "key": _key(h.key), "dead_letters": h.dead_letters, "since": h.since}
                       for h in st.held_keys],
@@ -67,8 +86,18 @@ def render_table(st: Status, console: Console | None = None) -> None:
                 " backlog drain, then change it on writers and relays together"
                 " (docs/operations.md#changing-the-shard-count)")
     oldest = max((b.oldest_age_s or 0.0 for b in st.backlog), default=0.0)
+    if st.instances:
+        r = Table(title="relay instances")
+        for col in ("instance", "host", "pid", "version", "last heartbeat"):
+            r.add_column(col, justify="right" if col == "pid" else "left")
+        for i in st.instances:
+            live = i.heartbeat_age_s < LIVE_WITHIN_S
+            r.add_row(i.instance_id, i.host, str(i.pid), _version(i.version),
+                      f"{i.heartbeat_age_s:.1f}s ago" + ("" if live else " (gone)"), style=None if live else "dim")
+        c.print(r)
+    versions = ", ".join(f"{v} x{n}" for v, n in live_versions(st).items()) or "-"
     c.print(f"pending: {st.pending}   oldest unpublished: {oldest:.1f}s   "
-            f"live instances: {sum(1 for i in st.instances if i.heartbeat_age_s < 10)}   "
+            f"live instances: {sum(live_versions(st).values())} (versions: {versions})   "
             f"open dead letters: {st.dead_letters_open}   held keys: {len(st.held_keys)}")
     if st.held_keys:
         h = Table(title="held keys (behind an open dead letter)")

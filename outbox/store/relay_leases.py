@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from outbox.errors import DatabaseUnavailableError
 from outbox.schema import relay_instance, relay_lease
 from outbox.store import translate_errors
+from outbox.version import VERSION
 
 
 @contextmanager
@@ -89,11 +90,13 @@ class LeaseQueries:
                           .values(owner=None, expires_at=None))
 
     # --- instances ---------------------------------------------------------------------------------------
-    def heartbeat(self, instance_id: str, host: str, pid: int, ttl_s: float) -> list[str]:
-        """Record that this instance is alive; returns the ids of live instances (sorted), self included."""
+    def heartbeat(self, instance_id: str, host: str, pid: int, ttl_s: float, *, version: str = VERSION) -> list[str]:
+        """Record that this instance is alive, and which process and version it is (a pinned instance id is
+        reused by its restarts); returns the ids of live instances (sorted), self included."""
         it = relay_instance
-        up = insert(it).values(instance_id=instance_id, host=host, pid=pid)
-        up = up.on_conflict_do_update(index_elements=["instance_id"], set_={"heartbeat_at": sa.func.now()})
+        up = insert(it).values(instance_id=instance_id, host=host, pid=pid, version=version)
+        up = up.on_conflict_do_update(index_elements=["instance_id"], set_={
+            "heartbeat_at": sa.func.now(), "host": host, "pid": pid, "version": version})
         live = (sa.select(it.c.instance_id).where(it.c.heartbeat_at > sa.func.now() - _seconds(ttl_s))
                 .order_by(it.c.instance_id))
         with relay_db("heartbeating"), self._engine.begin() as c:

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from outbox.errors import SchemaBehindError
 from outbox.schema import dead_letter, event, relay_instance, relay_lease
 from outbox.store import translate_errors
 
@@ -62,6 +63,7 @@ class Instance:
     host: str
     pid: int
     heartbeat_age_s: float
+    version: str | None = None  # None: a relay of a build from before versions were recorded (relay_0005)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +161,16 @@ class StatusQueries:
 
     def instances(self) -> list[Instance]:
         it = relay_instance
-        q = sa.select(it.c.instance_id, it.c.host, it.c.pid,
-                      sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)).order_by(it.c.instance_id)
+        age = sa.func.extract("epoch", sa.func.now() - it.c.heartbeat_at)
+        q = sa.select(it.c.instance_id, it.c.host, it.c.pid, age, it.c.version).order_by(it.c.instance_id)
+        try:
+            with translate_errors("reading instances"), self._engine.connect() as c:
+                return [Instance(str(i), str(h), int(p), float(a), v) for i, h, p, a, v in c.execute(q)]
+        except SchemaBehindError:
+            pass
+        # A schema from before relay_0005 (an upgrade checking that the old relays are gone, before it migrates):
+        # no relay has recorded a version yet.
+        q = sa.select(it.c.instance_id, it.c.host, it.c.pid, age).order_by(it.c.instance_id)
         with translate_errors("reading instances"), self._engine.connect() as c:
             return [Instance(str(i), str(h), int(p), float(a)) for i, h, p, a in c.execute(q)]
 

@@ -1,4 +1,5 @@
-"""``outbox status`` flags pending rows in shards no relay claims (shard >= OUTBOX_SHARDS)."""
+"""``outbox status`` flags pending rows in shards no relay claims (shard >= OUTBOX_SHARDS), and shows the
+version each relay instance runs."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from typer.testing import CliRunner
 
 import outbox
+from migrations import alembic_config
 from outbox.store.relay import RelayStore
 from relay.cli import app
 from tests.integration.relay.harness import dsn, scalar, write_events
@@ -84,3 +87,45 @@ def test_backlog_gauges_count_exactly_up_to_the_cap_and_estimate_beyond(fresh_db
         assert capped[s].oldest_age_s is not None and b.oldest_age_s is not None
         assert capped[s].oldest_age_s >= b.oldest_age_s - 1.0
     store.engine.dispose()
+
+
+def test_status_shows_the_version_of_each_relay(fresh_db: str) -> None:
+    """Each relay records its version with its heartbeat; a relay of an earlier build records none ("unknown").
+    An upgrade that must outlive the old relays waits until only the new version is live (docs/operations.md)."""
+    url = fresh_db
+    eng = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    store = RelayStore(eng)
+    run = CliRunner().invoke
+    try:
+        store.heartbeat("new-1", "host-a", 11, 30)
+        # what a relay of an earlier build writes: no version column in its INSERT
+        scalar(url, "INSERT INTO outbox.relay_instance (instance_id, host, pid) VALUES ('old-1', 'host-b', 22) "
+                    "RETURNING 1")
+        scalar(url, "INSERT INTO outbox.relay_instance (instance_id, host, pid, heartbeat_at, version) "
+                    "VALUES ('gone-1', 'host-c', 33, now() - interval '5 minutes', '0.0.1') RETURNING 1")
+
+        res = run(app, ["status", "--database-url", url, "--format", "json"])
+        assert res.exit_code == 0, res.output
+        st = json.loads(res.output)
+        assert {i["instance_id"]: (i["version"], i["live"], i["pid"]) for i in st["instances"]} == {
+            "new-1": (outbox.__version__, True, 11), "old-1": (None, True, 22), "gone-1": ("0.0.1", False, 33)}
+        assert st["relay_versions"] == {outbox.__version__: 1, "unknown": 1}
+
+        res = run(app, ["status", "--database-url", url], env={"COLUMNS": "250"})
+        assert res.exit_code == 0, res.output
+        assert "relay instances" in res.output and "(gone)" in res.output
+        assert f"live instances: 2 (versions: {outbox.__version__} x1, unknown x1)" in res.output
+
+        # the old relay's instance id restarted under the new build: its row follows the process
+        store.heartbeat("old-1", "host-b", 23, 30)
+        st = json.loads(run(app, ["status", "--database-url", url, "--format", "json"]).output)
+        assert st["relay_versions"] == {outbox.__version__: 2}
+        assert [i["pid"] for i in st["instances"] if i["instance_id"] == "old-1"] == [23]
+
+        # a schema from before relay_0005 (checked before migrating): instances still listed, versions unknown
+        command.downgrade(alembic_config(url), "relay_0004")
+        res = run(app, ["status", "--database-url", url, "--format", "json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["relay_versions"] == {"unknown": 2}
+    finally:
+        eng.dispose()

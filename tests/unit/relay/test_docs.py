@@ -20,7 +20,7 @@ def test_every_setting_is_documented() -> None:
 def test_every_metric_is_documented() -> None:
     names = set()
     for metric in Metrics().registry.collect():
-        suffix = "_total" if metric.type == "counter" else ""
+        suffix = {"counter": "_total", "info": "_info"}.get(metric.type, "")
         names.add(metric.name + suffix)
     missing = sorted(n for n in names if f"`{n}`" not in DOC)
     assert not missing, f"undocumented metrics: {missing}"
