@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,9 @@ def test_relay_image_is_multi_stage_and_runs_as_a_numeric_non_root_user() -> Non
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) > 0, f"USER {user}: a numeric non-root UID lets runAsNonRoot verify it"
     assert lines.index(f"USER {user}") > lines.index(froms[1]), "USER is set in the final stage"
+    (extras,) = [ln.split("=", 1)[1].strip('"') for ln in lines if ln.startswith("ARG EXTRAS=")]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "relay" in extras.split(",") and set(extras.split(",")) <= set(declared), extras
 
 
 def test_metric_names_are_documented() -> None:
