@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from outbox.config import DEFAULT_SHARDS
 from relay.config import KAFKA_ENV_PREFIX, RelaySettings
 from stack.k8s import K8sTools, resolve_k8s_tools
 from stack.process import StackError
@@ -141,10 +143,18 @@ def test_the_validator_rejects_what_the_api_server_would(k8s: K8sTools, default:
 
 # --- the relay ---------------------------------------------------------------------------------------------------
 
+def test_the_default_image_tag_is_this_release() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"], "Chart.yaml appVersion names the relay image of this release"
+
+
 def test_defaults_render_the_relay_its_budget_its_migration_and_its_metrics_service(
         default: dict[str, dict[str, Any]]) -> None:
     assert set(default) == {"Deployment", "PodDisruptionBudget", "Job", "Service"}
     assert default["Deployment"]["spec"]["replicas"] == 2
+    # Pinned to the product's default, which writers use unless told otherwise: a change there is a chart change.
+    assert _env(default["Deployment"])["OUTBOX_SHARDS"]["value"] == str(DEFAULT_SHARDS)
 
 
 def test_probes_use_the_relays_http_port_and_paths(default: dict[str, dict[str, Any]]) -> None:
