@@ -86,3 +86,10 @@ def test_the_reconcile_surface_and_its_verdicts_are_pinned() -> None:
                          "reconcile", "render_html", "seal", "trace", "verdict_line", "verify"]
     assert {v.name: v.value for v in r.Verdict} == {"PROVEN": "proven", "DISCREPANCIES": "discrepancies",
                                                       "INCONCLUSIVE": "inconclusive"}
+
+
+def test_version_is_public() -> None:
+    """``outbox.__version__`` (a dunder, so not in ``__all__``) is the installed distribution's version; pinned in
+    tests/unit/test_packaging.py."""
+    assert isinstance(outbox.__version__, str) and outbox.__version__[0].isdigit()
+    assert "__version__" not in outbox.__all__
