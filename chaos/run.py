@@ -27,6 +27,7 @@ from stack.env import start_cluster, start_postgres
 from stack.verify import find_hanging
 
 TOPICS = ["chaos-orders", "chaos-payments"]
+CHECKPOINT_TOPIC = "outbox-relay-checkpoints"  # the relays run with the default (forensics reads it)
 GROUPS = ["billing", "shipping"]
 
 
@@ -164,7 +165,8 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         _log(json.dumps({k: v for k, v in results.items() if k not in ("reconciler_output", "examples")}))
         if not verdict.clean:
             try:
-                results["forensics"] = report(pg.dsn(), home, verdict.examples)
+                results["forensics"] = report(pg.dsn(), home, verdict.examples, bootstrap=cluster.bootstrap,
+                                                checkpoint_topic=CHECKPOINT_TOPIC)
             except Exception as exc:
                 results["forensics"] = [f"forensics failed: {type(exc).__name__}: {exc}"]
             for line in results["forensics"]:  # type: ignore[attr-defined]
