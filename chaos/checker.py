@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psycopg
@@ -88,7 +89,7 @@ def check(dsn: str, bootstrap: str, topics: list[str], schema: str = "outbox") -
     return judge(expected, seen)
 
 
-def judge(expected: dict[str, tuple[str, bytes | None, int | None]], seen: list[Seen]) -> Verdict:
+def judge(expected: Mapping[str, tuple[str, bytes | None, int | None]], seen: list[Seen]) -> Verdict:
     """The verdict on what was read (``seen``) against the rows (event id → topic, key, key_seq)."""
     # One offset is one record: a reader handed the same offset twice (the ConsoleConsumer re-fetching after its
     # group rejoined) did not find a duplicate in the log. A duplicate is one event id at two offsets.

@@ -24,7 +24,7 @@ from chaos.proxy import FaultProxy
 from chaos.workload import Workload
 from migrations import alembic_config
 from stack.env import start_cluster, start_postgres
-from stack.verify import find_hanging
+from stack.verify import find_hanging, skipped_markers
 
 TOPICS = ["chaos-orders", "chaos-payments"]
 CHECKPOINT_TOPIC = "outbox-relay-checkpoints"  # the relays run with the default (forensics reads it)
@@ -155,6 +155,10 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
             "outage_seconds": inj.counts.get("outage_seconds", 0),
             "partitions_injected": inj.counts["net_blackhole"] + inj.counts["net_reset"],
             "hanging_transactions": len(hanging),
+            # Kafka's own log of transactions it completed without deciding their records on some partitions
+            # (stack.verify.skipped_markers): a loss or duplicate there is the broker's, named so a failing run
+            # says whose it is.
+            "kafka_skipped_markers": skipped_markers(cluster),
             "independent_check": "pass" if verdict.clean and not hanging else "fail",
             "reconciler_verdict": reconciler, "reconciler_output": rec.stdout[-4000:] or rec.stderr[-2000:],
             "writer_commits": stats["committed"], "writer_failures_db": stats["failed_db"],

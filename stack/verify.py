@@ -7,6 +7,7 @@ the relay's code, so they can contradict it.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -153,6 +154,45 @@ def find_hanging(bootstrap: str, broker_ids: list[int]) -> list[str]:
         lines = [ln for ln in res.stdout.splitlines()[1:] if ln.strip()]
         hanging.extend(lines)
     return hanging
+
+
+# Kafka's transaction coordinator drops the commit/abort marker of every partition whose leader it cannot find in
+# its metadata cache ("likely deleted"), then records the transaction as complete. Right after a whole-cluster
+# restart, live partitions can look like that: their records stay undecided, and the next marker of the same
+# producer id on that partition decides them, commit or abort, whatever their own transaction's outcome was.
+_SKIPPED = re.compile(r"^\[([^\]]+)\].*Couldn't find leader endpoint for partitions (?:Hash)?Set\(([^)]*)\) while "
+                      r"trying to send transaction markers for (\S+), these partitions are likely deleted")
+_SENDING = re.compile(r"^\[([^\]]+)\].*Sending txn markers for TransactionalIdCoordinatorEpochAndTransitMetadata\("
+                      r"([^,]+),\d+,(COMMIT|ABORT),.*?producerEpoch=(\d+)")
+
+
+def skipped_markers(cluster: KafkaCluster) -> list[str]:
+    """Transaction markers that a broker's coordinator skipped for good, from the brokers' server.log:
+    ``"<time> <transactional id> <COMMIT|ABORT> epoch <n> not written to <partitions>"``.
+
+    A skip is for good unless the same transaction's markers were sent again later (a coordinator that failed
+    to record the completion reloads the transaction and retries). Kafka's own record that it completed a
+    transaction without deciding its records on those partitions: the next marker of that producer id there
+    decides them instead, so a duplicate or a loss on those partitions is Kafka's."""
+    events: list[tuple[str, str, str, str, str]] = []  # (time, kind, transactional id, outcome/partitions, epoch)
+    for n in cluster.nodes:
+        for path in sorted(n.log_dir.glob("server.log*")):
+            for line in path.read_text(errors="replace").splitlines():
+                if (m := _SENDING.match(line)) is not None:
+                    events.append((m.group(1), "send", m.group(2), m.group(3), m.group(4)))
+                elif (m := _SKIPPED.match(line)) is not None:
+                    events.append((m.group(1), "skip", m.group(3), m.group(2), ""))
+    events.sort()
+    last_send: dict[str, tuple[str, str]] = {}  # transactional id -> (outcome, epoch) of its latest send
+    pending: dict[tuple[str, str], str] = {}  # (transactional id, epoch) -> description of a skip
+    for ts, kind, tid, what, epoch in events:
+        if kind == "send":
+            pending.pop((tid, epoch), None)  # sent again: that skip was not final
+            last_send[tid] = (what, epoch)
+        else:
+            outcome, ep = last_send.get(tid, ("?", "?"))
+            pending[(tid, ep)] = f"{ts} {tid} {outcome} epoch {ep} not written to {what}"
+    return sorted(pending.values())
 
 
 def describe_json(obj: object) -> str:
