@@ -8,7 +8,7 @@ Both raise only :mod:`outbox.errors` (``KafkaUnavailableError``, ``FencedError``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +48,12 @@ class Transport(Protocol):
         Called outside any transaction. A topic found usable is remembered (no request per batch); a refusal
         is never remembered here, so asking again re-checks (a topic created since is picked up). Raises
         KafkaUnavailableError when the metadata cannot be read."""
+        ...
+
+    def leaderless(self, topics: Collection[str]) -> list[str]:
+        """The partitions of ``topics`` that have no leader now (``"<topic>-<partition>"``), from the metadata;
+        topics that do not exist or are refused are left out. Called before init(): see ShardWorker._open.
+        Raises KafkaUnavailableError when the metadata cannot be read."""
         ...
 
     def begin(self) -> None: ...

@@ -85,6 +85,7 @@ class ShardWorker:
         self.fatal: OutboxCollisionError | None = None  # why the worker stopped the process (Exit.COLLISION)
         self._suspects: dict[int, str] = {}
         self._suspect_topics: dict[str, str] = {}  # topics of a transaction refused as a whole (relay.publish)
+        self._recent_topics: frozenset[str] = frozenset()  # topics of the last transaction (see _await_leaders)
         self._isolating = False  # whose turn it is while there are suspects: theirs (True) or the others'
         self._gate = TopicGate(settings.retry_max_s, settings.retry_initial_s, clock)
         self._misplaced_due = 0.0  # shard 0 only: when to look for misplaced rows next
@@ -113,6 +114,7 @@ class ShardWorker:
         t = self._factory(self.shard)
         began = self._clock()
         try:
+            self._await_leaders(t)
             t.init()
             if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
                 self._recover(t, began)
@@ -129,6 +131,25 @@ class ShardWorker:
             raise
         self._transport = t
         return t
+
+    def _await_leaders(self, t: Transport) -> None:
+        """Before init() fences the shard's previous producer, which aborts its open transaction: every partition
+        that transaction may hold records on must have a leader.
+
+        Kafka's transaction coordinator drops the marker of a partition it finds no leader for ("likely deleted")
+        and records the transaction as ended. Its records there stay undecided until this transactional id's next
+        transaction on that partition ends, and take that outcome: an aborted batch, re-sent since, became visible
+        beside its copy (reproduced against Kafka 4.3.1: tests/faults/relay/test_leaderless_partitions.py). So
+        wait, like an outage, until the leaders are back. The open transaction's topics are among those of the
+        shard's first pending rows (its rows stay pending until marked) and of this worker's last transaction."""
+        topics = {self.s.checkpoint_topic, *self._recent_topics,
+                  *self._store.pending_topics(self.shard, self.s.batch_size)}
+        missing = t.leaderless(sorted(topics))
+        if missing:
+            raise KafkaUnavailableError(
+                f"shard {self.shard} waits to initialise its transactions until these partitions have a leader "
+                f"again: {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''} (Kafka would drop the abort "
+                "marker of the shard's unfinished transaction there: docs/operations.md#partitions-without-a-leader)")
 
     def _recover(self, t: Transport, began: float) -> int:
         writer = self._writer()
@@ -272,6 +293,8 @@ class ShardWorker:
                 self._isolating = not self._isolating
                 rows.clear()
             batch_len = len(batch)
+            if batch:
+                self._recent_topics = frozenset(r.topic for r in batch)
             topics = {r.id: r.topic for r in batch} if self._suspect_topics else {}
             self._faults.at(KillPoint.BEFORE_PRODUCE)
             if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:

@@ -180,6 +180,14 @@ class RelayStore(StatusQueries, LeaseQueries, RecoveryQueries):
         g, xmin, horizon = rows[-1][_NCOLS:]
         return [PendingRow(*r[:_NCOLS]) for r in rows], ClaimSnapshot(int(xmin), int(horizon), int(g))
 
+    def pending_topics(self, shard: int, limit: int) -> set[str]:
+        """The topics of the shard's first ``limit`` pending rows (id order, held keys included): where the
+        shard's open transaction, if any, can hold records (its rows stay pending until marked)."""
+        first = (sa.select(event.c.topic).where(event.c.shard == shard, _PENDING).order_by(event.c.id).limit(limit)
+                 .subquery())
+        with relay_db(f"reading the pending topics of shard {shard}"), self._autocommit.connect() as c:
+            return {str(t) for t in c.execute(sa.select(first.c.topic).distinct()).scalars()}
+
     def misplaced(self, limit: int) -> dict[int, int]:
         """Pending rows with a shard no relay can have (row id → shard): negative, or at or above
         ``MAX_SHARDS``. No worker ever claims them: written by hand or by a broken writer. Cheap: two ranges of

@@ -17,7 +17,7 @@ initialised on every (re)initialisation and then closed: a zombie that ran with 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from relay.config import RelaySettings
 from relay.kafka.transport import KafkaTransport
@@ -68,6 +68,9 @@ class LaneTransport:
 
     def topic_refusal(self, topic: str) -> str | None:
         return self._lanes[self._current].topic_refusal(topic)  # metadata: any lane's producer answers alike
+
+    def leaderless(self, topics: Collection[str]) -> list[str]:
+        return self._lanes[self._current].leaderless(topics)
 
     def begin(self) -> None:
         self._current = (self._current + 1) % len(self._lanes)

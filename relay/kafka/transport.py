@@ -6,6 +6,7 @@ import functools
 import math
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -101,6 +102,20 @@ class KafkaTransport:
             with _USABLE_LOCK:
                 _USABLE.add((self._bootstrap, topic))
         return refusal
+
+    def leaderless(self, topics: Collection[str]) -> list[str]:
+        """See ``relay.ports.Transport.leaderless``. One metadata request for every topic (no per-topic request:
+        a producer's request for a missing topic would create it where auto-create is on)."""
+        try:
+            md = self._producer.list_topics(timeout=min(self._timeout, _METADATA_TIMEOUT_S))
+        except KafkaException as exc:
+            raise translate(exc.args[0], "reading the partition leaders") from exc
+        out: list[str] = []
+        for name in topics:
+            t = md.topics.get(name)
+            if t is not None and t.error is None:
+                out += [f"{name}-{p}" for p, pm in sorted(t.partitions.items()) if pm.leader < 0]
+        return out
 
     def begin(self) -> None:
         self._raw = []

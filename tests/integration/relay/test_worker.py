@@ -331,3 +331,20 @@ def test_a_previous_format_checkpoint_that_cannot_be_checked_never_stalls_the_sh
     r = Relay(store, settings(fresh_db), k)
     assert r.workers[0].run_once().published == len(ids), "the shard publishes instead of retrying the check"
     assert scalar(fresh_db, "SELECT count(*) FROM outbox.event WHERE shard = 0 AND published_at IS NULL") == 0
+
+
+def test_a_shard_does_not_fence_its_open_transaction_while_one_of_its_partitions_has_no_leader(
+        fresh_db: str, store: RelayStore, topic: str) -> None:
+    # Fencing aborts the previous producer's open transaction, and Kafka drops the abort marker of a partition
+    # without a leader (tests/faults/relay/test_leaderless_partitions.py): the shard waits for the leader first.
+    write_events(fresh_db, topic, 20, keys=4)
+    k = FakeKafka()
+    k.leaderless = {f"{topic}-1"}
+    r = Relay(store, settings(fresh_db), k)
+    w = r.workers[next(sh for sh in range(SHARDS) if scalar(
+        fresh_db, f"SELECT count(*) FROM outbox.event WHERE shard = {sh}"))]
+    with pytest.raises(KafkaUnavailableError, match=rf"until these partitions have a leader again: {topic}-1"):
+        w.run_once()
+    assert k.inits == 0, "no producer was initialised (nothing fenced) while the partition had no leader"
+    k.leaderless = set()
+    assert w.run_once().published > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ class FakeKafka:
     sync_refuse: set[int] = field(default_factory=set)  # refs refused by the client at send()
     broker_refuse: set[int] = field(default_factory=set)  # refs whose whole record batch the broker refuses
     missing_topics: set[str] = field(default_factory=set)  # not in the metadata (auto-create off)
+    leaderless: set[str] = field(default_factory=set)  # "<topic>-<partition>" with no leader now
     denied_topics: set[str] = field(default_factory=set)  # AddPartitionsToTxn refused: the whole transaction fails
     checkpoint_denied: bool = False  # WRITE on the checkpoint topic revoked: every transaction is refused
     fail_abort: list[PublishError] = field(default_factory=list)  # raised by the next aborts, in order
@@ -65,6 +67,9 @@ class FakeTransport:
     def topic_refusal(self, topic: str) -> str | None:
         self.k.metadata_requests += 1
         return f"topic {topic!r} does not exist (fake)" if topic in self.k.missing_topics else None
+
+    def leaderless(self, topics: Collection[str]) -> list[str]:
+        return sorted(p for p in self.k.leaderless if p.rsplit("-", 1)[0] in topics)
 
     def begin(self) -> None:
         self._fenced()
