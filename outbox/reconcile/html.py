@@ -3,16 +3,23 @@
 No external assets (no scripts, fonts or images are fetched), so the file can be archived and opened offline.
 Charts are hand-made SVG: the delivery-latency distribution per group (log2 bins) and the backlog over the
 window (created minus published, from the outbox side).
+
+The page is rendered from the embedded JSON alone, so ``outbox verify report.html`` checks the embedded report's
+hashes and signature and then that the page is exactly what that report renders to (:func:`compare_page`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime
-from html import escape
+from enum import Enum
+from html import escape, unescape
 from typing import Any
 
 from outbox.reconcile.render import COLUMNS, latency_label, percentile, replay_lines
+from outbox.version import VERSION
 
 W, H, PAD = 720, 260, 48
 COLORS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#d53f8c", "#718096")
@@ -26,8 +33,23 @@ def _axes(title: str) -> list[str]:
             f'<line x1="{PAD}" y1="28" x2="{PAD}" y2="{H - PAD}" stroke="#333"/>']
 
 
+def share_scale(top_share: float) -> tuple[float, list[float]]:
+    """The y axis of the latency chart: its top (a share, at most 1) and its ticks, from 0 up to the top.
+
+    The top is the tallest bar rounded up to a step of 10 % (5 % below 20 %), so a chart whose bars are all short
+    still uses its height and every bar reads against a labelled gridline.
+    """
+    step = 0.05 if top_share <= 0.2 else 0.1 if top_share <= 0.5 else 0.2
+    n = max(1, min(round(1 / step), math.ceil(round(top_share / step, 9))))  # whole steps, at most 100 %
+    return n * step, [i * step for i in range(n + 1)]
+
+
 def latency_svg(series: dict[str, list[list[int]]]) -> str:
-    """Grouped bars: share of events per log2 latency bin, one colour per series."""
+    """Grouped bars: share of events per log2 latency bin, one colour per series.
+
+    Each bin is labelled by its upper edge (``≤32ms`` holds the events under 32 ms), the form of the tables'
+    p50 / p99, so a percentile reads straight off the chart. The y axis is the share of each series' events.
+    """
     bins = sorted({k for hist in series.values() for k, _n in hist})
     out = _axes("delivery latency (share of events per bin)")
     if not bins:
@@ -36,13 +58,18 @@ def latency_svg(series: dict[str, list[list[int]]]) -> str:
     slot = (W - PAD - 20) / len(ks)
     bar = max(1.0, slot * 0.8 / max(1, len(series)))
     top = 28
-    for si, (name, hist) in enumerate(series.items()):
-        total = sum(n for _k, n in hist) or 1
-        counts = dict((k, n) for k, n in hist)
+    shares = {name: (dict((k, n) for k, n in hist), sum(n for _k, n in hist) or 1) for name, hist in series.items()}
+    ymax, ticks = share_scale(max(n / total for counts, total in shares.values() for n in counts.values()))
+    for t in ticks:
+        y = H - PAD - t / ymax * (H - PAD - top)
+        out.append(f'<line x1="{PAD - 4}" y1="{y:.1f}" x2="{W - 10}" y2="{y:.1f}" stroke="#e2e8f0"/>'
+                   f'<text x="{PAD - 6}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{t:.0%}</text>')
+    out.append(f'<text x="12" y="{(H - PAD + top) / 2:.1f}" font-size="11" text-anchor="middle" '
+               f'transform="rotate(-90 12 {(H - PAD + top) / 2:.1f})">share of events</text>')
+    for si, (name, (counts, total)) in enumerate(shares.items()):
         color = COLORS[si % len(COLORS)]
         for i, k in enumerate(ks):
-            share = counts.get(k, 0) / total
-            h = share * (H - PAD - top)
+            h = counts.get(k, 0) / total / ymax * (H - PAD - top)
             x = PAD + 4 + i * slot + si * bar
             out.append(f'<rect x="{x:.1f}" y="{H - PAD - h:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{color}">'
                        f'<title>{escape(name)}: {counts.get(k, 0):,} events in [{latency_label(k)}, '
@@ -52,8 +79,9 @@ def latency_svg(series: dict[str, list[list[int]]]) -> str:
     for i, k in enumerate(ks):
         if len(ks) <= 16 or i % 2 == 0:
             out.append(f'<text x="{PAD + 4 + i * slot + slot / 2:.1f}" y="{H - PAD + 14}" font-size="10" '
-                       f'text-anchor="middle">{latency_label(k)}</text>')
-    out.append(f'<text x="{W / 2}" y="{H - 12}" font-size="11" text-anchor="middle">latency (bin start)</text>')
+                       f'text-anchor="middle">≤{latency_label(k + 1)}</text>')
+    out.append(f'<text x="{W / 2}" y="{H - 12}" font-size="11" text-anchor="middle">latency (each bin up to its '
+               'upper edge, as p50 / p99 in the tables)</text>')
     return "".join([*out, "</svg>"])
 
 
@@ -167,6 +195,7 @@ def render_html(d: dict[str, Any]) -> str:
            if integ.get("hmac_sha256") else "not signed (content hash only)")
     embedded = json.dumps(d, indent=1, ensure_ascii=False, default=str)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="generator" content="{GENERATOR} {escape(VERSION)}">
 <title>kafka-outbox reconcile report — {escape(d['verdict'])}</title><style>{CSS}</style></head><body>
 <h1>kafka-outbox reconcile report</h1>
 <p class="verdict {VERDICT_CLASS.get(d['verdict'], 'disc')}">{escape(d['verdict_line'])}</p>
@@ -180,8 +209,42 @@ in {d['elapsed_s']:.2f}s. {_window(d)}</p>
 <h2>Replays</h2>{_replays(d)}
 <h2>Checkpoints</h2>{_checkpoints(d)}
 <h2>Integrity</h2><p>Content SHA-256 <code>{escape(str(integ.get('content_sha256')))}</code>; {sig}.
-Verify the JSON below (saved as <code>report.json</code>) with <code>outbox verify report.json</code>;
-see docs/auditors.md.</p>
-<details><summary>The report as JSON (the signed form)</summary><pre>{escape(embedded)}</pre></details>
+Verify this page with <code>outbox verify</code> and its file name: it checks the hashes (and signature) of the
+JSON below, then that the rest of the page is what that JSON renders to; see docs/auditors.md.</p>
+<details><summary>{EMBEDDED_SUMMARY}</summary><pre id="report-json">{escape(embedded)}</pre></details>
 </body></html>
 """
+
+
+GENERATOR = "kafka-outbox"
+EMBEDDED_SUMMARY = "The report as JSON (the signed form)"
+# Pages written before the <pre> had an id are found by the summary alone; an escaped report holds no "<".
+_EMBEDDED = re.compile(rf"<details><summary>{re.escape(EMBEDDED_SUMMARY)}</summary><pre[^>]*>([^<]*)</pre>")
+_GENERATOR = re.compile(rf'<meta name="generator" content="{GENERATOR} ([^"<]*)">')
+
+
+def embedded_json(page: str) -> str | None:
+    """The JSON text of the report a page of :func:`render_html` embeds, or None when it holds none, or several."""
+    found = _EMBEDDED.findall(page)
+    return unescape(found[0]) if len(found) == 1 else None
+
+
+class PageMatch(Enum):
+    """How a page compares with what its embedded report renders to (:func:`compare_page`)."""
+
+    SAME = "same"  # byte for byte: the tables and charts shown are the embedded report's
+    EDITED = "edited"  # rendered by this version, yet different: the page was changed outside the embedded JSON
+    NOT_COMPARED = "not compared"  # written by another version (or none said), whose rendering may differ
+
+
+def compare_page(page: str, report: dict[str, Any]) -> tuple[PageMatch, str | None]:
+    """Whether ``page`` is what ``report`` (its embedded JSON, parsed) renders to, and the version that wrote it.
+
+    Rendering is deterministic, so a page written by this version must come out identical; one written by another
+    version (its generator tag says which) can only be compared by that version.
+    """
+    m = _GENERATOR.search(page)
+    written_by = unescape(m.group(1)) if m else None
+    if page == render_html(report):
+        return PageMatch.SAME, written_by
+    return (PageMatch.EDITED if written_by == VERSION else PageMatch.NOT_COMPARED), written_by

@@ -2,7 +2,7 @@
 
 Exit codes: 0 proven / verified / found, 1 discrepancies / the report was edited / unknown event, 2 could not run
 (a bad argument such as an empty window, a bad database URL or an unwritable report path; database unreachable,
-no subscriptions, a file that is not a JSON report, missing key to check a signature), 3 configuration error,
+no subscriptions, a file that is not a JSON or HTML report, missing key to check a signature), 3 configuration error,
 4 inconclusive (``reconcile`` only: a group compared nothing while events of its topics are in flight).
 """
 
@@ -214,26 +214,62 @@ def reconcile_command(  # noqa: PLR0917 - typer maps each parameter to a flag
     raise typer.Exit(VERDICT_EXIT[report.verdict])
 
 
-def _read_report(path: Path) -> dict[str, Any]:
+def _parse_report(text: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        why = ("not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else
+               "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
+        raise ReconcileError(f"{what} is not a JSON report ({why})") from None
+    if not isinstance(data, dict):
+        raise ReconcileError(f"{what} is not a reconcile report (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _read_report(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The report's JSON form, and the page when ``path`` is an HTML report (which embeds the JSON form)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ReconcileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not raw.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<"):  # JSON never starts with "<"
+        return _parse_report(raw, str(path)), None
+    from outbox.reconcile.html import embedded_json
+
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        why = ("not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else
-               "nested too deeply" if isinstance(exc, RecursionError) else str(exc))
-        raise ReconcileError(f"{path} is not a JSON report ({why})") from None
-    if not isinstance(data, dict):
-        raise ReconcileError(f"{path} is not a reconcile report (a JSON {type(data).__name__}, not an object)")
-    return data
+        page = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ReconcileError(f"{path} is not an HTML report (not UTF-8 text)") from None
+    embedded = embedded_json(page)
+    if embedded is None:
+        raise ReconcileError(f"{path} is not an HTML report written by `outbox reconcile --html` (it embeds no "
+                             "single JSON report to verify)")
+    return _parse_report(embedded, f"the JSON embedded in {path}"), page
+
+
+def _page_line(path: Path, page: str, data: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the page around an HTML report's embedded JSON is intact, and the sentence that says what was found."""
+    from outbox.reconcile.html import PageMatch, compare_page
+    from outbox.version import VERSION
+
+    match, written_by = compare_page(page, data)
+    if match is PageMatch.SAME:
+        return True, "the page is exactly what that JSON renders to"
+    if match is PageMatch.EDITED:
+        return False, (f"{path}: the page differs from what its embedded JSON renders to: its tables, charts or text "
+                       "were changed outside the embedded JSON (which is what the hashes and signature cover)")
+    return True, (f"the page itself was not compared (written by kafka-outbox {written_by or 'an unknown version'}, "
+                  f"this is {VERSION}): only the embedded JSON is covered")
 
 
 def verify_command(
-    report: Annotated[Path, typer.Argument(help="A JSON report written by `outbox reconcile`.")],
+    report: Annotated[Path, typer.Argument(help="A report written by `outbox reconcile`: the JSON (-o) or the HTML "
+                                                "(--html), which embeds it.")],
 ) -> None:
-    """Check a report's content hash and HMAC signature; any edit is detected (exit 1) and explained."""
+    """Check a report's content hash and HMAC signature; any edit is detected (exit 1) and explained.
+
+    For an HTML report: the JSON it embeds, and that the page is what that JSON renders to.
+    """
     from outbox.reconcile import verify
 
     try:
@@ -241,7 +277,7 @@ def verify_command(
     except ConfigError as exc:
         raise fail(exc, EXIT_CONFIG) from None
     try:  # a file that is not a report could not be verified (2); exit 1 is kept for a report that was edited
-        data = _read_report(report)
+        data, page = _read_report(report)
         v = verify(data, key)
     except RecursionError:  # parsed, but too deep for the canonical form's encoder
         raise fail(ReconcileError(f"{report} is not a reconcile report (nested too deeply)"), EXIT_COULD_NOT_RUN) \
@@ -249,13 +285,21 @@ def verify_command(
     except ReconcileError as exc:
         raise fail(exc, EXIT_COULD_NOT_RUN) from None
     con = Console(highlight=False)
-    if v.ok:
+    name = escape(str(report))
+    what = "" if page is None else "embedded JSON report: "
+    page_ok, page_says = _page_line(report, page, data) if page is not None and v.ok else (True, "")
+    if v.ok and page_ok:
         how = "content hash and HMAC signature verified" if v.signed else "content hash verified (unsigned report)"
-        con.print(f"[green]OK[/green]: {escape(str(report))}: {how}; verdict was: "
-                  f"{escape(str(data.get('verdict_line', '?')))}")
+        how += f"; {page_says}" if page_says else ""
+        con.print(f"[green]OK[/green]: {name}: {what}{how}; verdict was: "
+                  f"{escape(str(data.get('verdict_line', '?')))}", soft_wrap=True)
         raise typer.Exit(EXIT_OK)
     for reason in v.reasons:
-        con.print(f"[red]FAILED[/red]: {escape(str(report))}: {escape(reason)}")
+        con.print(f"[red]FAILED[/red]: {name}: {what}{escape(reason)}", soft_wrap=True)
+    if not page_ok:
+        con.print(f"[red]FAILED[/red]: {escape(page_says)}", soft_wrap=True)
+    for check in v.checks:
+        con.print(f"checked: {what}{escape(check)}", soft_wrap=True)
     raise typer.Exit(EXIT_COULD_NOT_RUN if v.missing_key else EXIT_FOUND)
 
 

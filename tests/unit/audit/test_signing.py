@@ -65,3 +65,42 @@ def test_hmac_key_from_environment() -> None:
     assert hmac_key({"OUTBOX_REPORT_HMAC_KEY": "x" * 16}) == b"x" * 16
     with pytest.raises(ConfigError, match="OUTBOX_REPORT_HMAC_KEY must be at least 16"):
         hmac_key({"OUTBOX_REPORT_HMAC_KEY": "short"})
+
+
+def test_a_plain_edit_never_claims_that_hashes_were_recomputed() -> None:
+    d = seal(report(), KEY)
+    d["events"] = 4
+    v = verify(d, KEY)
+    assert not v.ok and not any("recomputed" in r for r in v.reasons), v.reasons
+    assert v.reasons[1] == ("signature mismatch: the content was changed after signing (its HMAC under your key "
+                            "differs from the stored signature)")
+    assert [c.rsplit(": ", 1)[1] for c in v.checks] == ["MISMATCH", "MISMATCH"]
+
+
+def test_rehashed_content_is_named_as_rehashed_only_when_it_was() -> None:
+    d = seal(report(), KEY)
+    d["events"] = 4
+    rehashed = seal(d)  # every hash recomputed; the signature cannot be
+    rehashed["integrity"].update(hmac_sha256=d["integrity"]["hmac_sha256"], key_id=d["integrity"]["key_id"])
+    v = verify(rehashed, KEY)
+    assert v.reasons == ("signature mismatch: the content matches its stored hashes but not the signature: it was "
+                         "changed after signing and its hashes recomputed, or the signature was edited",)
+    assert [c.rsplit(": ", 1)[1] for c in v.checks] == ["matches", "MISMATCH"]
+
+
+def test_an_edited_stored_hash_over_signed_content_says_the_content_is_as_signed() -> None:
+    d = seal(report(), KEY)
+    d["integrity"]["content_sha256"] = "0" * 64
+    v = verify(d, KEY)
+    assert not v.ok and v.reasons == (
+        "content hash mismatch: the stored content hash does not match the content, but the HMAC signature does: "
+        "the content is as signed, the integrity block's hashes were edited",)
+
+
+def test_checks_say_what_could_not_be_checked() -> None:
+    assert verify(seal(report()), None).checks[1].endswith("not checked: the report is unsigned and no key is "
+                                                           "configured")
+    assert verify(seal(report(), b"another-key-123456"), KEY).checks[1].endswith("not checked: signed with another "
+                                                                                 "key")
+    assert verify(seal(report()), KEY).checks[1].endswith("absent, though a key is configured")
+    assert verify(report(), KEY).checks == ("integrity block: absent, so no hash or signature could be checked",)
