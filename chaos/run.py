@@ -1,7 +1,8 @@
 """One fault-suite run: build the stack, run the workload under the fault schedule, then verify independently.
 
 ``python -m chaos --tier full`` (``make chaos``) writes ``chaos-results.json``; the small tier runs inside
-``make test`` (tests/chaos/). ``--broken`` runs a deliberately wrong relay that the checks must catch.
+``make test`` (tests/chaos/). ``--broken`` runs a deliberately wrong relay that the checks must catch
+(chaos/faulty_relay.py).
 """
 
 from __future__ import annotations
@@ -112,10 +113,11 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
         relay_env = {"OUTBOX_RELAY_LEASE_TTL_S": str(plan.lease_ttl_s), "OUTBOX_RELAY_BATCH_SIZE": "500"}
         if broken:
             # Marks before the Kafka commit, and dies between the two: the checks must report loss.
-            relay_env.update({"OUTBOX_RELAY_TEST_BROKEN": "mark_before_commit",
-                              "OUTBOX_RELAY_TEST_KILL_AT": "mid_produce", "OUTBOX_RELAY_TEST_KILL_BATCH": "3"})
+            relay_env.update({"FAULTY_RELAY_BROKEN": "mark_before_commit",
+                              "FAULTY_RELAY_KILL_AT": "mid_produce", "FAULTY_RELAY_KILL_BATCH": "3"})
         work = Workload(home, url, relay_url, cluster.bootstrap, TOPICS, GROUPS)
-        work.build(plan.writers, plan.rate, plan.keys, relay_env=relay_env)
+        work.build(plan.writers, plan.rate, plan.keys, relay_env=relay_env,
+                   relay_module="chaos.faulty_relay" if broken else "relay")
         work.start()
         inj = Injector(plan, work, cluster, pg, proxy, rng)
         t0 = time.monotonic()

@@ -72,8 +72,9 @@ class Workload:
     relays: list[Proc] = field(default_factory=list)
     consumers: list[Proc] = field(default_factory=list)
 
-    def build(self, n_writers: int, rate: float, keys: int, n_relays: int = 2,
-              relay_env: dict[str, str] | None = None) -> None:
+    def build(self, n_writers: int, rate: float, keys: int, *, n_relays: int = 2,
+              relay_env: dict[str, str] | None = None, relay_module: str = "relay") -> None:
+        """``relay_module``: ``relay`` (the shipped daemon) or ``chaos.faulty_relay`` (with faults injected)."""
         py = sys.executable
         for i in range(n_writers):
             self.writers.append(Proc(
@@ -84,7 +85,7 @@ class Workload:
                 {}, self.home / f"writer{i}.log"))
         for i in range(n_relays):
             self.relays.append(Proc(
-                f"relay{i}", [py, "-m", "relay"],
+                f"relay{i}", [py, "-m", relay_module],
                 {"OUTBOX_DATABASE_URL": self.relay_db_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                  "OUTBOX_RELAY_INSTANCE_ID": f"chaos-relay{i}", "OUTBOX_RELAY_HTTP_PORT": "-1",
                  "OUTBOX_RELAY_KAFKA_TIMEOUT_S": "20", **(relay_env or {})},

@@ -8,7 +8,7 @@ not start (the HTTP port is taken, an unexpected database or Kafka error, or OUT
 while waiting; typer's usage errors too), 3 bad configuration (also: librdkafka refuses a setting, the database
 refuses the login, Kafka refuses the credentials, OUTBOX_SHARDS below the shard of a pending row, a database role
 or Kafka principal without the rights it needs, another outbox's checkpoint under this relay's transactional
-ids), 130 second signal (immediate exit).
+ids, a pooler in transaction mode between the relay and Postgres), 130 second signal (immediate exit).
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ import sqlalchemy as sa
 
 from outbox.errors import ConfigError, PublishError, SchemaBehindError, StoreError
 from outbox.store.relay import RelayStore
-from relay import identity, logs, startup
+from outbox.store.relay_session import keep_session_settings
+from relay import identity, logs, pooler, startup
 from relay.causes import cause_lines
 from relay.config import RelaySettings
 
 if TYPE_CHECKING:  # deferred at run time (see serve)
+    from relay.hooks import Hooks
     from relay.http import HealthServer
     from relay.kafka import KafkaCheckpointLog
     from relay.metrics import Metrics
@@ -50,17 +52,17 @@ def fail(code: int, what: str, exc: BaseException, prog: str = "outbox relay", d
     return code
 
 
-def main(overrides: dict[str, Any] | None = None, kafka_config: dict[str, str] | None = None) -> int:
+def main(overrides: dict[str, Any] | None = None, kafka_config: dict[str, str] | None = None, *,
+         hooks: Hooks | None = None) -> int:
+    """``hooks``: called by the workers at each step of a batch (relay/hooks.py); the relay passes none, the
+    fault suite's ``python -m chaos.faulty_relay`` passes its own."""
     try:
         settings = RelaySettings.load(overrides, kafka_config)
     except ConfigError as exc:
         return fail(EXIT_CONFIG, "configuration error", exc)
     logs.setup(settings.log_level)
     logs.register_secrets({"database_url": settings.database_url, "kafka": settings.kafka_extra})
-    if settings.test_kill_at or settings.test_broken:
-        log.warning("TEST-ONLY fault settings are active: never use them in production",
-                    extra={"kill_at": settings.test_kill_at, "broken": settings.test_broken})
-    return serve(settings)
+    return serve(settings, hooks=hooks)
 
 
 def _malloc_trim() -> None:
@@ -92,7 +94,7 @@ def _limit_malloc_arenas() -> None:
             log.debug("mallopt unavailable; keeping the default malloc arenas")
 
 
-def serve(settings: RelaySettings) -> int:
+def serve(settings: RelaySettings, *, hooks: Hooks | None = None) -> int:
     """Start, wait for the dependencies, run until stopped. The order matters:
 
     1. settings librdkafka refuses: exit 3 before anything else, whatever is down;
@@ -125,14 +127,13 @@ def serve(settings: RelaySettings) -> int:
             return fail(EXIT_COULD_NOT_RUN, f"cannot serve HTTP on {settings.http_host}:{settings.http_port}", exc)
     _install_signals(stop)
     engine = sa.create_engine(settings.sqlalchemy_url, pool_size=settings.shards + 4,
-                              connect_args={
-                                  "connect_timeout": 10, "application_name": "outbox-relay",
-                                  # A relay frozen (SIGSTOP, VM pause) inside a mark transaction would hold row
-                                  # locks the shard's next owner needs for recovery: let the server end it.
-                                  "options": "-c idle_in_transaction_session_timeout=5000"})
+                              connect_args={"connect_timeout": 10, "application_name": "outbox-relay"})
+    # A relay frozen (SIGSTOP, VM pause) inside a mark transaction would hold row locks the shard's next owner
+    # needs for recovery: each connection lets the server end it (a SET, which PgBouncer lets through).
+    keep_session_settings(engine)
     store = RelayStore(engine, settings.db_schema)
     try:
-        return _run(settings, store, waiting, stop, metrics=metrics, http=http)
+        return _run(settings, store, waiting, stop, metrics=metrics, http=http, hooks=hooks)
     finally:
         if http is not None:
             http.stop()
@@ -141,6 +142,7 @@ def serve(settings: RelaySettings) -> int:
 
 def _database_ready(settings: RelaySettings, store: RelayStore) -> RelaySettings:
     """One start-up attempt at the database; returns the settings with the outbox identity resolved."""
+    pooler.require_own_sessions(store.engine)  # first: before any connection of the relay's own is set up
     startup.check_database(store.engine)
     startup.check_schema(store.engine, settings.db_schema)
     startup.check_privileges(store)
@@ -149,7 +151,7 @@ def _database_ready(settings: RelaySettings, store: RelayStore) -> RelaySettings
 
 
 def _run(settings: RelaySettings, store: RelayStore, waiting: startup.StartupWait, stop: threading.Event, *,
-         metrics: Metrics, http: HealthServer | None) -> int:
+         metrics: Metrics, http: HealthServer | None, hooks: Hooks | None) -> int:
     from relay import kafka
     from relay.supervisor import Supervisor
 
@@ -175,7 +177,7 @@ def _run(settings: RelaySettings, store: RelayStore, waiting: startup.StartupWai
         return fail(EXIT_COULD_NOT_RUN, _could_not_start(settings, "Kafka unreachable", exc), exc)
     sup = Supervisor(settings, store, metrics=metrics,
                      transport_factory=lambda shard: kafka.shard_transport(settings, shard), checkpoints=checkpoints,
-                     housekeeping=_malloc_trim, kafka_check=kafka.Reachability(settings))
+                     housekeeping=_malloc_trim, kafka_check=kafka.Reachability(settings), hooks=hooks)
     if http is not None:
         http.answer_from(sup.healthy, sup.ready)
     # Long-lived start-up objects never need collecting, and a batch allocates tens of thousands of short-lived

@@ -25,10 +25,7 @@ from outbox.errors import ConfigError
 from relay import dburl
 from relay.config_values import (
     BootstrapServers,
-    BrokenMode,
     Compression,
-    FaultSignal,
-    KillPoint,
     ReplicationFactor,
     SchemaName,
     TopicName,
@@ -179,17 +176,6 @@ class RelaySettings(BaseSettings):
     aggregate query over the pending index)."""
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     """OUTBOX_RELAY_LOG_LEVEL: DEBUG, INFO (default: logs only when rows moved or something failed), ..."""
-
-    # --- TEST ONLY ---------------------------------------------------------------------------------------
-    test_kill_at: KillPoint | None = None
-    """OUTBOX_RELAY_TEST_KILL_AT (TEST ONLY): SIGKILL this process at that point of the Nth batch."""
-    test_kill_batch: int = Field(1, ge=1)
-    """OUTBOX_RELAY_TEST_KILL_BATCH (TEST ONLY, default 1): which non-empty batch (process-wide count)."""
-    test_kill_signal: FaultSignal = Field(default_factory=lambda: FaultSignal.KILL)
-    """OUTBOX_RELAY_TEST_KILL_SIGNAL (TEST ONLY): KILL (default, a crash) or STOP (freeze: makes a zombie that a
-    test later resumes with SIGCONT)."""
-    test_broken: BrokenMode | None = None
-    """OUTBOX_RELAY_TEST_BROKEN (TEST ONLY): run a deliberately wrong protocol, to prove the checks catch it."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

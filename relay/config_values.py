@@ -1,9 +1,9 @@
 """The value types of the relay's settings and the checks behind them: enums and validated string/int types.
 
 They sit apart from :mod:`relay.config`, which keeps the settings classes and how they are read (it stays the
-relay's one environment reader), so that modules that only switch on a value (faults, publish, the CLI's options)
-import just the type. Nothing here reads the environment. Each check exists because the broker or Postgres would
-otherwise accept the bad value silently, or refuse it late with a misleading error.
+relay's one environment reader), so that modules that only switch on a value (the CLI's options) import just the
+type. Nothing here reads the environment. Each check exists because the broker or Postgres would otherwise accept
+the bad value silently, or refuse it late with a misleading error.
 """
 
 from __future__ import annotations
@@ -58,30 +58,6 @@ SchemaName = Annotated[str, Field(pattern=IDENT_PATTERN), AfterValidator(_schema
 BootstrapServers = Annotated[str, AfterValidator(_bootstrap)]
 TopicName = Annotated[str, AfterValidator(_topic_name)]
 ReplicationFactor = Annotated[int, AfterValidator(_replication)]
-
-
-class KillPoint(Enum):
-    """TEST ONLY: where the relay SIGKILLs itself (OUTBOX_RELAY_TEST_KILL_AT), to prove recovery."""
-
-    BEFORE_PRODUCE = "before_produce"  # batch claimed, Kafka transaction not begun
-    MID_PRODUCE = "mid_produce"  # half the batch flushed to the broker inside an open transaction
-    AFTER_COMMIT = "after_commit"  # Kafka transaction committed, DB mark not started
-    MID_MARK = "mid_mark"  # DB mark UPDATE executed, its transaction not committed
-
-
-class FaultSignal(Enum):
-    """TEST ONLY: what the fault switch sends to its own process."""
-
-    KILL = "KILL"
-    STOP = "STOP"
-
-
-class BrokenMode(Enum):
-    """TEST ONLY: a deliberately wrong relay (OUTBOX_RELAY_TEST_BROKEN) the fault suite must catch."""
-
-    # Marks rows published before the Kafka commit and skips checkpoint recovery: a crash between the two loses
-    # the batch from Kafka while the table says "published" (and the checker must say "lost").
-    MARK_BEFORE_COMMIT = "mark_before_commit"
 
 
 class Compression(Enum):

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError, PublishError
 from outbox.store.relay import Mark, PendingRow
 from relay import checkpoint
-from relay.config_values import KillPoint
-from relay.faults import Faults
 from relay.ports import Transport
 from relay.records import ordering_key, to_record
 
@@ -54,11 +52,13 @@ class Published:
 
 
 def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, epoch: int, writer: checkpoint.Writer,
-                  checkpoint_partition: int, faults: Faults, sent: Callable[[], None] | None = None,
-                  clock: Callable[[], float] = time.monotonic) -> Published:
+                  checkpoint_partition: int, sent: Callable[[], None] | None = None,
+                  midway: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> Published:
     """Publish ``rows`` (in id order) in one transaction, consuming the list: each row (and its payload) is
     dropped once librdkafka holds its copy, so a batch's memory is freed while it is still being flushed.
-    ``sent`` is called once every record is queued (the worker frees its producing slot there).
+    ``sent`` is called once every record is queued (the worker frees its producing slot there). ``midway``, if
+    given, is called once half the batch is sent, after a flush that puts it on the broker inside the open
+    transaction (the MID_PRODUCE step of relay/hooks.py; the relay gives none).
 
     Raises PublishError for transient/fencing failures; the transport must then be replaced (its transaction
     state is unknown)."""
@@ -66,7 +66,7 @@ def publish_batch(transport: Transport, rows: list[PendingRow], *, shard: int, e
     try:
         transport.begin()
         transport.send_checkpoint(checkpoint_partition, writer.opening_key, checkpoint.opening(shard, epoch))
-        _send_all(transport, rows, faults, out)
+        _send_all(transport, rows, midway, out)
     finally:
         if sent is not None:
             sent()
@@ -87,7 +87,7 @@ class _Sent:
     topics: set[str] = field(default_factory=set)  # topics of the records sent
 
 
-def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults, out: _Sent) -> None:
+def _send_all(transport: Transport, rows: list[PendingRow], midway: Callable[[], None] | None, out: _Sent) -> None:
     blocked: set[tuple[str, bytes]] = set()
     seen: set[tuple[str, bytes]] = set()
     half = len(rows) // 2
@@ -118,9 +118,9 @@ def _send_all(transport: Transport, rows: list[PendingRow], faults: Faults, out:
             if k is not None:
                 seen.add(k)
         out.topics.add(row.topic)
-        if i == half and faults.armed(KillPoint.MID_PRODUCE):
+        if i == half and midway is not None:
             transport.flush()  # make sure part of the transaction really reached the broker
-            faults.at(KillPoint.MID_PRODUCE)
+            midway()
 
 
 def _finish(transport: Transport, out: _Sent, *, shard: int, epoch: int, writer: checkpoint.Writer,

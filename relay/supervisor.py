@@ -26,8 +26,8 @@ from outbox.errors import OutboxCollisionError, OutboxError, StoreError
 from outbox.store.relay import RelayStore
 from outbox.store.relay_probe import NewRowsProbe
 from relay.config import RelaySettings
-from relay.faults import Faults
 from relay.floor import ClaimFloor
+from relay.hooks import NO_HOOKS, Hooks
 from relay.http import Pulse, liveness_window_s
 from relay.leases import LeaseManager
 from relay.logs import REPEAT_LOG_INTERVAL_S
@@ -53,13 +53,13 @@ class _Running:
 
 class Supervisor:
     def __init__(self, settings: RelaySettings, store: RelayStore, *, transport_factory: Callable[[int], Transport],
-                 checkpoints: CheckpointLog, metrics: Metrics | None = None, faults: Faults | None = None,
+                 checkpoints: CheckpointLog, metrics: Metrics | None = None, hooks: Hooks | None = None,
                  housekeeping: Callable[[], None] | None = None, kafka_check: Callable[[], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.s, self.store = settings, store
         self._factory, self._checkpoints = transport_factory, checkpoints
         self.metrics = metrics or Metrics()
-        self.faults = faults or Faults(settings.test_kill_at, settings.test_kill_batch, settings.test_kill_signal)
+        self.hooks = NO_HOOKS if hooks is None else hooks  # shared by the workers (relay/hooks.py)
         self.leases = LeaseManager(store, settings)
         self._housekeeping = housekeeping
         self._slots = threading.Semaphore(settings.concurrency)
@@ -97,7 +97,7 @@ class Supervisor:
     # --- workers -----------------------------------------------------------------------------------------
     def _start(self, shard: int, epoch: int) -> None:
         w = ShardWorker(shard, epoch, settings=self.s, store=self.store, transport_factory=self._factory,
-                        checkpoints=self._checkpoints, metrics=self.metrics, faults=self.faults,
+                        checkpoints=self._checkpoints, metrics=self.metrics, hooks=self.hooks,
                         slots=self._slots, floor=ClaimFloor(self._floor_enabled()))
         stop = threading.Event()
 

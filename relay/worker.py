@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -31,9 +31,8 @@ from outbox.errors import (
 from outbox.store.relay import Mark, PendingRow, RelayStore
 from relay import checkpoint, identity, tracing
 from relay.config import RelaySettings
-from relay.config_values import BrokenMode, KillPoint
-from relay.faults import Faults
 from relay.floor import ClaimFloor
+from relay.hooks import NO_HOOKS, Hooks, InFlight, Step
 from relay.metrics import Metrics
 from relay.ports import CheckpointLog, Transport
 from relay.publish import Published, TopicGate, choose, publish_batch
@@ -73,12 +72,12 @@ class Exit(Enum):
 class ShardWorker:
     def __init__(self, shard: int, epoch: int, *, settings: RelaySettings, store: RelayStore,
                  transport_factory: Callable[[int], Transport], checkpoints: CheckpointLog,
-                 metrics: Metrics, faults: Faults, slots: threading.Semaphore | None = None,
+                 metrics: Metrics, hooks: Hooks = NO_HOOKS, slots: threading.Semaphore | None = None,
                  floor: ClaimFloor | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.shard, self.epoch, self.s = shard, epoch, settings
         self.owner = settings.instance_id
         self._store, self._factory, self._checkpoints = store, transport_factory, checkpoints
-        self._metrics, self._faults, self._clock = metrics, faults, clock
+        self._metrics, self._hooks, self._clock = metrics, hooks, clock
         self._transport: Transport | None = None
         self._unmarked: tuple[Mark, ...] = ()
         self._identity: identity.OutboxIdentity | None = None
@@ -116,8 +115,7 @@ class ShardWorker:
         try:
             self._await_leaders(t)
             t.init()
-            if self.s.test_broken is not BrokenMode.MARK_BEFORE_COMMIT:
-                self._recover(t, began)
+            self._recover(t, began)
         except PermanentPublishError as exc:
             t.close()
             # Refused for good before any row was sent (the checkpoint topic denied, say): no row to charge, and
@@ -266,7 +264,7 @@ class ShardWorker:
             self._floor.claimed(rows[-1].id, len(rows), self.s.batch_size, snap)
             claimed_ids = {r.id: None for r in rows}
             full = len(rows) >= self.s.batch_size
-            self._faults.batch_started()
+            self._hooks.batch_started()
             refused_topics: dict[int, str] = {}
             undecodable: dict[int, str] = {}
             waiting: set[int] = set()
@@ -296,9 +294,8 @@ class ShardWorker:
             if batch:
                 self._recent_topics = frozenset(r.topic for r in batch)
             topics = {r.id: r.topic for r in batch} if self._suspect_topics else {}
-            self._faults.at(KillPoint.BEFORE_PRODUCE)
-            if self.s.test_broken is BrokenMode.MARK_BEFORE_COMMIT:
-                self._store.mark_published(self.shard, self.owner, self.epoch, [Mark(r.id, -1, -1) for r in batch])
+            in_flight = self._in_flight(r.id for r in batch)  # before publish_batch consumes the list
+            self._hooks.at(Step.BEFORE_PRODUCE, in_flight)
             if not batch:
                 out = Published()
             else:
@@ -306,7 +303,7 @@ class ShardWorker:
                 with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
                     out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, writer=self._writer(),
                                         checkpoint_partition=self._checkpoints.partition_for(self.shard),
-                                        faults=self._faults, sent=release, clock=self._clock)
+                                        sent=release, midway=self._midway(in_flight), clock=self._clock)
         except PublishError:
             # The transaction's fate is unknown (e.g. a commit that timed out): the next _open re-initialises,
             # which aborts it if it is still open, and recovery marks it if it committed.
@@ -324,7 +321,7 @@ class ShardWorker:
             phases.labels("claim").observe(claimed_at - started)
             phases.labels("flush").observe(out.flush_s)
             phases.labels("commit").observe(out.commit_s)
-            self._faults.at(KillPoint.AFTER_COMMIT)
+            self._hooks.at(Step.AFTER_COMMIT, self._in_flight(m.id for m in out.marks))
             t_mark = self._clock()
             self._mark(out.marks)
             phases.labels("mark").observe(self._clock() - t_mark)
@@ -340,6 +337,15 @@ class ShardWorker:
         return Result(claimed, len(out.marks),
                       len(out.refused) + len(out.suspects) + len(refused_topics) + len(out.suspect_topics),
                       dead, full and batch_len == claimed and not out.suspects, len(waiting))
+
+    def _in_flight(self, ids: Iterable[int]) -> InFlight:
+        return InFlight(self.shard, self.owner, self.epoch, tuple(ids))
+
+    def _midway(self, in_flight: InFlight) -> Callable[[], None] | None:
+        """The MID_PRODUCE hook call, if the hooks act there for this batch (else no mid-batch flush)."""
+        if not self._hooks.armed(Step.MID_PRODUCE):
+            return None
+        return lambda: self._hooks.at(Step.MID_PRODUCE, in_flight)
 
     def _screen(self, transport: Transport, rows: list[PendingRow], refused_topics: dict[int, str],
                 undecodable: dict[int, str], waiting: set[int]) -> tuple[list[PendingRow], set[str]]:
@@ -382,7 +388,8 @@ class ShardWorker:
     def _mark(self, marks: tuple[Mark, ...]) -> None:
         self._unmarked = marks  # kept until the mark commits: the next batch waits for it
         self._store.mark_published(self.shard, self.owner, self.epoch, marks,
-                                   before_commit=lambda: self._faults.at(KillPoint.MID_MARK))
+                                   before_commit=lambda: self._hooks.at(Step.MID_MARK,
+                                                                        self._in_flight(m.id for m in marks)))
         self._unmarked = ()
         self._metrics.published.labels(self._label).inc(len(marks))
         for m in marks:

@@ -1,11 +1,13 @@
-"""The checks can fail: a deliberately wrong relay (marks before the Kafka commit) is caught as data loss."""
+"""The checks can fail: a deliberately wrong relay (marks before the Kafka commit) is caught as data loss.
+
+The wrong relay is ``python -m chaos.faulty_relay`` (test tooling): the shipped relay has no such mode."""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
 
-from tests.integration.relay.conftest import spawn
+from tests.integration.relay.conftest import spawn, spawn_faulty
 from tests.integration.relay.harness import RelayProcess, pending, verify, wait_until, write_events
 
 
@@ -13,9 +15,9 @@ def test_mark_before_commit_loses_events_and_verification_says_so(  # noqa: PLR0
         relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str, topic: str,
         tmp_path: Path) -> None:
     write_events(fresh_db, topic, 300, keys=10)
-    broken = spawn(relays, relay_env, tmp_path, "broken", OUTBOX_RELAY_BATCH_SIZE="40",
-                   OUTBOX_RELAY_TEST_BROKEN="mark_before_commit", OUTBOX_RELAY_TEST_KILL_AT="mid_produce",
-                   OUTBOX_RELAY_TEST_KILL_BATCH="2")
+    broken = spawn_faulty(relays, relay_env, tmp_path, "broken", OUTBOX_RELAY_BATCH_SIZE="40",
+                          FAULTY_RELAY_BROKEN="mark_before_commit", FAULTY_RELAY_KILL_AT="mid_produce",
+                          FAULTY_RELAY_KILL_BATCH="2")
     assert broken.wait(90) == -signal.SIGKILL, broken.logs()
     again = spawn(relays, relay_env, tmp_path, "again", OUTBOX_RELAY_BATCH_SIZE="40")
     wait_until(lambda: pending(fresh_db) == 0, 90, lambda: f"the table to say everything is published:\n{again.logs()}")

@@ -1,9 +1,10 @@
 """SIGKILL the relay at each point of the protocol, restart it, and prove exactly-once independently.
 
-The relay kills itself (TEST-ONLY ``OUTBOX_RELAY_TEST_KILL_AT``) at a precise point of its 2nd batch, so each
-run really exercises that crash window; the test first checks the window left the state it should (uncommitted
-records in the log, or committed-but-unmarked rows), then restarts a normal relay and verifies with a
-read_committed consumer and Kafka's find-hanging: every event exactly once, per-key order, all marked.
+The relay kills itself (``FAULTY_RELAY_KILL_AT`` of ``python -m chaos.faulty_relay``, the relay with the fault
+suite's hooks) at a precise point of its 2nd batch, so each run really exercises that crash window; the test
+first checks the window left the state it should (uncommitted records in the log, or committed-but-unmarked
+rows), then restarts a normal relay and verifies with a read_committed consumer and Kafka's find-hanging: every
+event exactly once, per-key order, all marked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stack.verify import consume_all
-from tests.integration.relay.conftest import spawn
+from tests.integration.relay.conftest import spawn, spawn_faulty
 from tests.integration.relay.harness import RelayProcess, pending, verify, wait_until, write_events
 
 POINTS = ["before_produce", "mid_produce", "after_commit", "mid_mark"]
@@ -25,8 +26,8 @@ def test_sigkill_at_each_point_then_restart_is_exactly_once(  # noqa: PLR0917
         point: str, relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str,
         topic: str, tmp_path: Path) -> None:
     write_events(fresh_db, topic, 400, keys=16)
-    victim = spawn(relays, relay_env, tmp_path, "victim", OUTBOX_RELAY_BATCH_SIZE="40",
-                   OUTBOX_RELAY_TEST_KILL_AT=point, OUTBOX_RELAY_TEST_KILL_BATCH="2")
+    victim = spawn_faulty(relays, relay_env, tmp_path, "victim", OUTBOX_RELAY_BATCH_SIZE="40",
+                          FAULTY_RELAY_KILL_AT=point, FAULTY_RELAY_KILL_BATCH="2")
     rc = victim.wait(90)
     assert rc == -signal.SIGKILL, f"the relay should have killed itself at {point}, exit {rc}:\n{victim.logs()}"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.relay.test_failover import owners
-from tests.integration.relay.conftest import spawn
+from tests.integration.relay.conftest import spawn, spawn_faulty
 from tests.integration.relay.harness import RelayProcess, pending, verify, wait_until, write_events
 
 
@@ -19,9 +19,8 @@ def test_frozen_relay_is_fenced_and_publishes_nothing_twice(  # noqa: PLR0917
         point: str, relays: list[RelayProcess], relay_env: dict[str, str], fresh_db: str, bootstrap: str,
         topic: str, tmp_path: Path) -> None:
     write_events(fresh_db, topic, 300, keys=12)
-    zombie = spawn(relays, relay_env, tmp_path, "zombie", OUTBOX_RELAY_BATCH_SIZE="30",
-                   OUTBOX_RELAY_TEST_KILL_AT=point, OUTBOX_RELAY_TEST_KILL_BATCH="3",
-                   OUTBOX_RELAY_TEST_KILL_SIGNAL="STOP")
+    zombie = spawn_faulty(relays, relay_env, tmp_path, "zombie", OUTBOX_RELAY_BATCH_SIZE="30",
+                          FAULTY_RELAY_KILL_AT=point, FAULTY_RELAY_KILL_BATCH="3", FAULTY_RELAY_KILL_SIGNAL="STOP")
     wait_until(lambda: '"signal": "SIGSTOP"' in zombie.log.read_text(), 60, f"the relay to freeze itself at {point}")
     heir = spawn(relays, relay_env, tmp_path, "heir", OUTBOX_RELAY_BATCH_SIZE="30")
     stop = threading.Event()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.relay.harness import RelayProcess
+from tests.integration.relay.harness import FAULTY_RELAY, RelayProcess
 
 
 @pytest.fixture
@@ -36,5 +36,13 @@ def relays(tmp_path: Path, relay_env: dict[str, str]) -> Iterator[list[RelayProc
 def spawn(relays: list[RelayProcess], env: dict[str, str], tmp_path: Path, name: str,
           **overrides: str) -> RelayProcess:
     r = RelayProcess(env, tmp_path, name, **overrides).start()
+    relays.append(r)
+    return r
+
+
+def spawn_faulty(relays: list[RelayProcess], env: dict[str, str], tmp_path: Path, name: str,
+                 **overrides: str) -> RelayProcess:
+    """Like :func:`spawn`, the relay with the fault suite's hooks (chaos/faulty_relay.py: FAULTY_RELAY_*)."""
+    r = RelayProcess(env, tmp_path, name, module=FAULTY_RELAY, **overrides).start()
     relays.append(r)
     return r

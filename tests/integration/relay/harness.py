@@ -141,11 +141,18 @@ def verify(url: str, bootstrap: str, topics: Iterable[str], *, expect_all_publis
     return v
 
 
-class RelayProcess:
-    """``python -m relay`` as a real child process (own session, so signals reach only it)."""
+# The relay with the fault suite's hooks (kill points, the broken protocol), read from FAULTY_RELAY_* variables.
+FAULTY_RELAY = "chaos.faulty_relay"
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "relay", **overrides: str) -> None:
+
+class RelayProcess:
+    """``python -m relay`` (or ``module``: :data:`FAULTY_RELAY`) as a real child process (own session, so signals
+    reach only it)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "relay", *, module: str = "relay",
+                 **overrides: str) -> None:
         self.name = name
+        self.module = module
         self.port = free_port()
         self.env = {**os.environ, **env, "OUTBOX_RELAY_INSTANCE_ID": name,
                     "OUTBOX_RELAY_HTTP_PORT": str(self.port), "OUTBOX_RELAY_HTTP_HOST": "127.0.0.1", **overrides}
@@ -155,7 +162,7 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "relay"], cwd=REPO_ROOT, env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO_ROOT, env=self.env,
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         finally:

@@ -20,7 +20,6 @@ from outbox.schema import event
 from outbox.store.relay import RelayStore
 from relay import identity
 from relay.config import RelaySettings
-from relay.faults import Faults
 from relay.kafka import open_checkpoint_log, shard_transport
 from relay.metrics import Metrics
 from relay.worker import ShardWorker
@@ -68,7 +67,7 @@ def real_shard(url: str, bootstrap: str, shard: int = 0, *, shards: int = 2, kaf
     epoch = store.acquire(s.instance_id, [shard], 60)[shard]
     checkpoints = open_checkpoint_log(s)
     w = ShardWorker(shard, epoch, settings=s, store=store, transport_factory=lambda sh: shard_transport(s, sh),
-                    checkpoints=checkpoints, metrics=Metrics(), faults=Faults())
+                    checkpoints=checkpoints, metrics=Metrics())
     return RealShard(w, store, s, engine)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+import relay
 from outbox.errors import ConfigError
-from relay import checkpoint
+from relay import checkpoint, config, config_values
 from relay.config import RelaySettings, StatusSettings
-from relay.config_values import KillPoint
 from relay.kafka import client_config, producer_config
 from relay.logs import redact
 
@@ -20,7 +22,7 @@ def load(**env: str) -> RelaySettings:
 
 def test_defaults_and_driver_normalisation() -> None:
     s = load()
-    assert s.shards == 8 and s.lease_ttl_s == 2.5 and s.heartbeat_s == 0.5 and s.test_kill_at is None
+    assert s.shards == 8 and s.lease_ttl_s == 2.5 and s.heartbeat_s == 0.5
     assert s.sqlalchemy_url == "postgresql+psycopg://u:pw@h/db"
     with pytest.raises(RuntimeError, match="identity is not resolved"):
         s.transactional_id(5)  # the default prefix comes from the outbox identity, read from the database
@@ -50,7 +52,6 @@ def test_flags_override_env_and_kafka_config_flag_passes_through() -> None:
     ({"OUTBOX_SHARDS": "many"}, "OUTBOX_SHARDS"),
     ({"OUTBOX_RELAY_HEARTBEAT_S": "2"}, "OUTBOX_RELAY_HEARTBEAT_S"),
     ({"OUTBOX_KAFKA_ENABLE_IDEMPOTENCE": "false"}, "enable.idempotence"),
-    ({"OUTBOX_RELAY_TEST_KILL_AT": "sometime"}, "OUTBOX_RELAY_TEST_KILL_AT"),
     ({"OUTBOX_DATABASE_URL": "mysql://x/y"}, "OUTBOX_DATABASE_URL"),
     ({"OUTBOX_RELAY_COMPRESSION": "brotli"}, "OUTBOX_RELAY_COMPRESSION"),
 ])
@@ -64,9 +65,37 @@ def test_missing_required_variable_is_named() -> None:
         RelaySettings.load(environ={"OUTBOX_DATABASE_URL": "postgresql://h/d"})
 
 
-def test_test_only_switches_parse() -> None:
-    s = load(OUTBOX_RELAY_TEST_KILL_AT="mid_mark", OUTBOX_RELAY_TEST_KILL_BATCH="3")
-    assert s.test_kill_at is KillPoint.MID_MARK and s.test_kill_batch == 3
+TEST_SWITCHES = {"OUTBOX_RELAY_TEST_BROKEN": "mark_before_commit", "OUTBOX_RELAY_TEST_KILL_AT": "mid_produce",
+                 "OUTBOX_RELAY_TEST_KILL_BATCH": "1", "OUTBOX_RELAY_TEST_KILL_SIGNAL": "STOP"}
+
+
+def test_the_shipped_relay_has_no_test_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fault suite's kill points and deliberately broken protocol are injected from outside the wheel
+    # (chaos/faulty_relay.py, through relay/hooks.py); the variables that used to switch them on are ignored.
+    assert not [f for f in RelaySettings.model_fields if "test" in f or "broken" in f or "kill" in f]
+    plain = load(OUTBOX_RELAY_INSTANCE_ID="i")
+    assert load(OUTBOX_RELAY_INSTANCE_ID="i", **TEST_SWITCHES) == plain
+    for var, value in {**BASE, "OUTBOX_RELAY_INSTANCE_ID": "i"}.items():
+        monkeypatch.setenv(var, value)
+    before = RelaySettings.load()
+    for var, value in TEST_SWITCHES.items():
+        monkeypatch.setenv(var, value)
+    assert RelaySettings.load() == before  # from the real environment too
+    for name in ("BrokenMode", "KillPoint", "FaultSignal"):
+        assert not hasattr(config, name) and not hasattr(config_values, name), name
+
+
+def test_no_shipped_module_reads_a_test_switch() -> None:
+    import tomllib
+
+    root = Path(relay.__file__).resolve().parents[1]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert "chaos" not in shipped["packages"] and "tests" not in shipped["packages"]
+    for package in shipped["packages"]:
+        for path in (root / package).rglob("*.py"):
+            text = path.read_text()
+            assert "OUTBOX_RELAY_TEST_" not in text and "FAULTY_RELAY_" not in text, path
+            assert "mark_before_commit" not in text.lower(), path
 
 
 def test_secrets_are_redacted_in_logs() -> None:

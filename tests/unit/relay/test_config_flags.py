@@ -75,7 +75,7 @@ def test_every_flag_a_relay_configuration_error_names_exists_on_outbox_relay() -
 def test_fields_without_a_flag_are_named_by_their_variable_only() -> None:
     messages = _relay_messages()
     for field in ("concurrency", "poll_max_s", "claim_floor", "wake_interval_s", "stats_interval_s",
-                  "kafka_timeout_s", "checkpoint_replication", "test_kill_at", "test_kill_batch"):
+                  "kafka_timeout_s", "checkpoint_replication"):
         var = f"OUTBOX_RELAY_{field.upper()}"
         assert messages.get(field), field
         for text in messages[field]:

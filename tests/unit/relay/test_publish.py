@@ -10,7 +10,6 @@ import pytest
 from outbox.errors import FencedError, KafkaUnavailableError, PermanentPublishError
 from outbox.store.relay import PendingRow
 from relay import checkpoint
-from relay.faults import Faults
 from relay.identity import OutboxIdentity
 from relay.publish import TopicGate, choose, isolate, publish_batch
 from relay.records import to_record
@@ -23,7 +22,7 @@ def _publish(k: FakeKafka, rows: list, t: FakeTransport | None = None):  # type:
     t = t or FakeTransport(k)
     if t.my_epoch < 0:
         t.init()
-    return publish_batch(t, rows, shard=3, epoch=7, writer=WRITER, checkpoint_partition=3, faults=Faults())
+    return publish_batch(t, rows, shard=3, epoch=7, writer=WRITER, checkpoint_partition=3)
 
 
 def test_whole_batch_commits_with_a_checkpoint_of_every_row_and_offset() -> None:
