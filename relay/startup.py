@@ -19,10 +19,8 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
-from migrations import VERSION_TABLE, alembic_config
+from migrations.status import SchemaState, SchemaStatus, VersionTable, schema_status
 from outbox.errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -44,7 +42,7 @@ T = TypeVar("T")
 # What start-up waits for, by the error that says it is not there yet. Anything else an attempt raises ends the
 # wait at once (a ConfigError: exit 3).
 WAITS_FOR: dict[type[OutboxError], str] = {
-    SchemaBehindError: "the outbox schema to be migrated (`outbox migrate upgrade`)",
+    SchemaBehindError: "the outbox schema to be migrated",  # the error says how, for the layout in use
     DatabaseUnavailableError: "the database",
     KafkaUnavailableError: "Kafka",
 }
@@ -147,16 +145,15 @@ def check_database(engine: sa.Engine) -> None:
         raise DatabaseUnavailableError(f"the database at {where} is unreachable: {said}") from exc
 
 
-def check_schema(engine: sa.Engine, schema: str) -> None:
-    """Refuse to run on a schema behind this code: every migration head must be applied (SchemaBehindError).
-    A role that may not read the version is a ConfigError: no migration fixes that."""
-    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(False)))
-    heads = set(script.get_heads())
+def check_schema(engine: sa.Engine, schema: str, version_table: str | None = None) -> SchemaStatus:
+    """Refuse to run on a schema behind this code (SchemaBehindError), wherever our revisions are recorded: the
+    outbox schema's own version table, or a host application's (``version_table``: OUTBOX_VERSION_TABLE; the
+    rule and its owner: migrations/status.py). A schema ahead of this code is logged and accepted. A role that may
+    not read the version is a ConfigError: no migration fixes that."""
+    named = VersionTable.parse(version_table) if version_table else None
     try:
         with translate_errors("reading the schema version"), engine.connect() as c:
-            ctx = MigrationContext.configure(c, opts={"version_table": VERSION_TABLE,
-                                                      "version_table_schema": schema})
-            current = set(ctx.get_current_heads())
+            st = schema_status(c, schema, named)
     except PermissionDeniedError as exc:
         raise ConfigError(
             f"the relay's database role may not read the schema version ({exc.denied}): apply "
@@ -164,16 +161,14 @@ def check_schema(engine: sa.Engine, schema: str) -> None:
             f"default) to this login (again after each `outbox migrate upgrade`; docs/security.md, "
             f"\"Least privilege\")"
         ) from exc
-    if heads <= current:
-        return
-    unknown = {r for r in current if not _known(script, r)}
-    if unknown:
-        log.warning("the database schema is newer than this relay", extra={"db": sorted(current)})
-        return
-    raise SchemaBehindError(
-        f"the outbox schema {schema!r} is behind this relay (applied {sorted(current) or 'nothing'}, "
-        f"needs {sorted(heads)}); run `outbox migrate upgrade` first"
-    )
+    if st.state is SchemaState.AHEAD:
+        log.warning("the database schema is newer than this relay", extra={"db": list(st.current)})
+    elif st.state is SchemaState.BEHIND:
+        raise SchemaBehindError(
+            f"the outbox schema {schema!r} is behind this relay (applied {list(st.current) or 'nothing'}, "
+            f"needs {list(st.heads)}; {st.where}): {st.upgrade_hint}"
+        )
+    return st
 
 
 def check_privileges(store: RelayStore) -> None:
@@ -253,10 +248,3 @@ def checkpoint_topic_refused(settings: RelaySettings, kind: str, said: str) -> C
     return ConfigError(f"{named}, OUTBOX_RELAY_CHECKPOINT_REPLICATION={rf}: the broker refused to create the "
                        f"checkpoint topic ({said}; {shards} partitions, cleanup.policy=compact): change them to fit "
                        "its topic policy, or create the topic yourself")
-
-
-def _known(script: ScriptDirectory, rev: str) -> bool:
-    try:
-        return script.get_revision(rev) is not None
-    except Exception:  # alembic raises ResolutionError (and friends) for revisions it has never seen
-        return False

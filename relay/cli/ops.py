@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from migrations.status import Layout, VersionTable, schema_status
 from outbox.errors import ConfigError, OutboxError, PermissionDeniedError
 from outbox.schema import translate_map
 from outbox.store import ops as store
@@ -39,6 +40,7 @@ from relay.cli.ops_args import (
     DbUrl,
     Schema,
     Shards,
+    VersionTableOpt,
     check_schema,
     parse_duration,
     parse_ids,
@@ -145,8 +147,9 @@ def replay(
                                                 help="First row id (inclusive).")] = None,
     to_id: Annotated[int | None, typer.Option("--to-id", min=1, max=BIGINT_MAX,
                                               help="Last row id (inclusive).")] = None,
-    since: Annotated[str | None, typer.Option(help="Written at or after this ISO 8601 time.")] = None,
-    until: Annotated[str | None, typer.Option(help="Written before this ISO 8601 time.")] = None,
+    since: Annotated[str | None, typer.Option(help="Written at or after this ISO 8601 time or duration ago (2h).")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Written before this ISO 8601 time or duration ago.")] = None,
     event_id: Annotated[list[str] | None, typer.Option("--event-id", help="An event id; repeatable.")] = None,
     topic: Annotated[str | None, typer.Option(help="Only events of this topic.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")] = False,
@@ -162,7 +165,8 @@ def replay(
     if topic is not None and not topic.strip():
         raise typer.BadParameter("the topic is empty: give a topic name, or leave --topic out", param_hint="--topic")
     parse_ids(from_id, to_id)
-    start, end = parse_time(since), parse_time(until)
+    now = datetime.now(UTC)  # one "now" for both, so --since 2h --until 1h is exactly one hour
+    start, end = parse_time(since, "--since", now), parse_time(until, "--until", now)
     if start is not None and end is not None and start >= end:
         raise typer.BadParameter(f"--since {since} is not before --until {until}: --since is inclusive and --until "
                                  "exclusive, so the window is empty", param_hint="--since/--until")
@@ -251,17 +255,40 @@ def roles_sql_cmd(
     schema: Schema = "outbox",
     prefix: Annotated[str, typer.Option(help="Role name prefix: <prefix>_app, <prefix>_relay, ...")] = "outbox",
     role: Annotated[list[Role] | None, typer.Option("--role", help="Only these roles; repeatable.")] = None,
+    version_table: VersionTableOpt = "",
+    database_url: Annotated[str, typer.Option(
+        "--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
+        help="The outbox database, to find the version table there (without it and --version-table: "
+             "<schema>.alembic_version, no database needed).")] = "",
 ) -> None:
     """Print idempotent DDL for the app, relay, consumer, auditor and operator roles (apply as schema owner)."""
     roles = tuple(role) if role else tuple(Role)
     try:
         check_schema(schema)
-        sql = roles_sql(schema, prefix, roles)
+        table = _version_table(schema, version_table, database_url)
+        sql = roles_sql(schema, prefix, roles, table)
     except ConfigError as exc:  # roles_sql() checks the prefix's length: name the flag
         raise fail(EXIT_CONFIG, ConfigError(str(exc).replace("prefix is", "--prefix is", 1))) from exc
     except ValueError as exc:  # roles_sql() raises ValueError for a bad identifier
         raise fail(EXIT_CONFIG, exc) from exc
     out.print(sql, markup=False, end="")
+
+
+def _version_table(schema: str, named: str, database_url: str) -> tuple[str | None, str] | None:
+    """The table recording our revisions, when it is not the outbox schema's own: ``--version-table`` as given,
+    else what migrations.status finds in the database when there is a URL. None: the own table."""
+    if named.strip():
+        t = VersionTable.parse(named)  # ValueError naming OUTBOX_VERSION_TABLE: exit 3
+        return t.schema, t.name
+    if not database_url:
+        return None
+    engine = make_engine(database_url, schema)
+    try:
+        with run_guard(), engine.connect() as conn:
+            st = schema_status(conn, schema)
+    finally:
+        engine.dispose()
+    return (st.table.schema, st.table.name) if st.layout is Layout.HOST else None
 
 
 def register(app: typer.Typer) -> None:

@@ -7,11 +7,13 @@ configuration (OUTBOX_SCHEMA, OUTBOX_SHARDS) raises ``ConfigError`` and exits 3.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Annotated
 
 import typer
 
+from migrations.status import VERSION_TABLE_VAR
 from outbox import timeparse
 from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT, MAX_SHARDS
 from outbox.errors import ConfigError
@@ -25,7 +27,23 @@ DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_UR
                                          "&sslrootcert=/path/ca.pem).")]
 Schema = Annotated[str, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
                                      help="Postgres schema of the outbox tables.")]
+# Checked by migrations.status.VersionTable.parse (exit 3 naming the variable).
+VersionTableOpt = Annotated[str, typer.Option(
+    "--version-table", envvar=VERSION_TABLE_VAR, show_envvar=True, metavar="[SCHEMA.]TABLE",
+    help="The version table recording our revisions when your own Alembic env runs them (default: found in the "
+         "database: the outbox schema's own, else an alembic_version on the search path or in public that "
+         "records one of ours).")]
 Actor = Annotated[str | None, typer.Option("--actor", help="Who to record in the audit (default: the OS user).")]
+
+
+class Format(Enum):
+    """``--format``: a table on the terminal, or JSON on stdout for scripts."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", help="table (terminal) or json (stdout, machine-readable).")]
 # Text, checked by shard_count(): OUTBOX_SHARDS is configuration, so a bad value exits 3 with a message naming
 # it, as `outbox relay` and `outbox status` do (typer's own range check would exit 2 with a usage error).
 Shards = Annotated[str, typer.Option(
@@ -45,14 +63,17 @@ def parse_duration(text: str, flag: str | None = None) -> timedelta:
         raise typer.BadParameter(str(exc), param_hint=flag) from exc
 
 
-def parse_time(text: str | None) -> datetime | None:
-    """ISO 8601; a time without an offset is UTC. An error is a usage error (exit 2)."""
+def parse_time(text: str | None, flag: str | None = None, now: datetime | None = None) -> datetime | None:
+    """ISO 8601 (UTC without an offset) or a duration before ``now`` (``2h``; default: the current time), the
+    forms ``outbox reconcile --since/--until`` take (:mod:`outbox.timeparse`). An error is a usage error (exit 2)
+    that names ``flag`` when given.
+    """
     if text is None:
         return None
     try:
-        return timeparse.parse_time(text)
+        return timeparse.parse_time(text, now or datetime.now(UTC))
     except timeparse.TimeParseError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint=flag) from exc
 
 
 def parse_ids(from_id: int | None, to_id: int | None) -> None:
