@@ -144,7 +144,7 @@ def _database_ready(settings: RelaySettings, store: RelayStore) -> RelaySettings
     """One start-up attempt at the database; returns the settings with the outbox identity resolved."""
     pooler.require_own_sessions(store.engine)  # first: before any connection of the relay's own is set up
     startup.check_database(store.engine)
-    startup.check_schema(store.engine, settings.db_schema)
+    startup.check_schema(store.engine, settings.db_schema, settings.version_table)
     startup.check_privileges(store)
     startup.check_shards(store, settings.shards)
     return identity.resolve(settings, store)

@@ -20,6 +20,7 @@ from typing import Any, Self
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from migrations.status import VERSION_TABLE_PATTERN, VERSION_TABLE_VAR
 from outbox.config import DEFAULT_SHARDS, MAX_SHARDS
 from outbox.errors import ConfigError
 from relay import dburl
@@ -73,6 +74,10 @@ class RelaySettings(BaseSettings):
     Required."""
     db_schema: SchemaName = Field("outbox", validation_alias="OUTBOX_SCHEMA")
     """OUTBOX_SCHEMA: Postgres schema of the outbox tables, at most 63 characters. Default ``outbox``."""
+    version_table: str | None = Field(None, validation_alias=VERSION_TABLE_VAR, pattern=VERSION_TABLE_PATTERN)
+    """OUTBOX_VERSION_TABLE: ``[schema.]table``, the version table recording our revisions when a host
+    application's own Alembic env runs them and it is not found by itself (migrations/status.py). Default unset:
+    the outbox schema's own, else an ``alembic_version`` on the search path or in ``public`` that records ours."""
 
     # --- ownership ---------------------------------------------------------------------------------------
     shards: int = Field(DEFAULT_SHARDS, validation_alias="OUTBOX_SHARDS", ge=1, le=MAX_SHARDS)
