@@ -38,6 +38,9 @@ class KafkaCheckpointLog:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise translate(exc.args[0], f"creating checkpoint topic {self._topic!r}") from exc
+            except TimeoutError as exc:  # the future's own wait (a slow or restarting cluster): retried at start
+                raise KafkaUnavailableError(f"creating checkpoint topic {self._topic!r}: no answer within "
+                                            f"{self._settings.kafka_timeout_s:.0f}s") from exc
         md = self._await_partitions()
         self._partitions = len(md.topics[self._topic].partitions)
         if self._partitions < shards:
