@@ -7,7 +7,7 @@ JARS := tools/kafka/.resolved
 K8S := tools/k8s/.resolved
 PYTEST_ARGS ?=
 
-.PHONY: all venv jars k8s-tools test lint demo bench chaos chaos-small clean
+.PHONY: all venv jars k8s-tools test lint demo bench bench-storage chaos chaos-small clean
 
 all: test
 
@@ -46,6 +46,10 @@ demo: $(STAMP) $(JARS)
 
 bench: $(STAMP) $(JARS)
 	$(BIN)/python -m bench.run
+
+# The relay storage prototypes side by side (docs/decisions/035): Postgres only, ~1 h on 2 cores; not in `bench`.
+bench-storage: $(STAMP)
+	$(BIN)/python -m bench.storage_v2 $(BENCH_ARGS)
 
 chaos: $(STAMP) $(JARS)
 	$(BIN)/pytest -m slow tests/faults tests/chaos $(PYTEST_ARGS)
