@@ -7,6 +7,7 @@ follow in order; ``discard`` resolves it without publishing and releases the key
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -16,15 +17,32 @@ from rich.table import Table
 from outbox.config import DEFAULT_SHARDS
 from outbox.store import dead_letters as store
 from relay.cli.ops import EXIT_CHECK_FAILED, actor_name, key_text, make_engine, out, print_json, run_guard
-from relay.cli.ops_args import BIGINT_MAX, SHARDS_DEFAULT, Actor, DbUrl, Schema, Shards, shard_count
+from relay.cli.ops_args import (
+    BIGINT_MAX,
+    SHARDS_DEFAULT,
+    Actor,
+    DbUrl,
+    Format,
+    FormatOpt,
+    Schema,
+    Shards,
+    shard_count,
+)
 
 # A larger --limit is a typo, not a listing anyone reads; unchecked, a huge one fails in Postgres (bigint LIMIT).
 MAX_LIMIT = 100_000
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+# `--format json`, as every other command spells it; `--json` (its earlier spelling) still works, hidden.
+JsonAlias = Annotated[bool, typer.Option("--json", hidden=True, help="Deprecated: use --format json.")]
 # Dead-letter ids are bigint: checked here, so an impossible id is a usage error naming the argument rather
 # than a "bigint out of range" from the database.
 Ids = Annotated[list[int], typer.Argument(min=1, max=BIGINT_MAX, metavar="ID",
                                           help="Dead-letter ids (from `outbox dlq list`).")]
+
+
+def _as_json(format: Format, json_alias: bool) -> bool:
+    if json_alias:
+        print("warning: --json is deprecated: use --format json", file=sys.stderr, flush=True)
+    return json_alias or format is Format.JSON
 
 
 def _doc(d: store.DeadLetter) -> dict[str, Any]:
@@ -39,8 +57,9 @@ def list_cmd(*, database_url: DbUrl, schema: Schema = "outbox",
              all_: Annotated[bool, typer.Option("--all", help="Include resolved dead letters.")] = False,
              topic: Annotated[str | None, typer.Option(help="Only this topic.")] = None,
              limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="At most this many.")] = 100,
-             as_json: Json = False) -> None:
+             format: FormatOpt = Format.TABLE, json_alias: JsonAlias = False) -> None:
     """List open dead letters (oldest first) with their reason and how many rows of the key they hold."""
+    as_json = _as_json(format, json_alias)
     if topic is not None and not topic.strip():
         raise typer.BadParameter("the topic is empty: give a topic name, or leave --topic out", param_hint="--topic")
     with run_guard(), make_engine(database_url, schema).connect() as conn:
@@ -63,8 +82,10 @@ def list_cmd(*, database_url: DbUrl, schema: Schema = "outbox",
 
 
 def show_cmd(*, dl_id: Annotated[int, typer.Argument(min=1, max=BIGINT_MAX, metavar="ID", help="Dead-letter id.")],
-             database_url: DbUrl, schema: Schema = "outbox", as_json: Json = False) -> None:
+             database_url: DbUrl, schema: Schema = "outbox", format: FormatOpt = Format.TABLE,
+             json_alias: JsonAlias = False) -> None:
     """Show one dead letter: the full reason, the event row's state, and the rows of its key held behind it."""
+    as_json = _as_json(format, json_alias)
     with run_guard(), make_engine(database_url, schema).connect() as conn:
         d = store.get_dead_letter(conn, dl_id)
     if d is None:

@@ -30,16 +30,18 @@ def test_list_and_show_give_the_reason_and_the_held_rows(db: Db, cli: Cli) -> No
     db.dead_letter(evs[0].id, reason="Broker: Message size too large (10485760 > 1048588)")
     assert _claim_all(db) == [(b"j", 1)], "the dead key is held: its later rows wait"
 
-    res = cli("dlq", "list", "--json", url=db.url)
+    res = cli("dlq", "list", "--format", "json", url=db.url)
     assert res.exit_code == 0, res.output
     (doc,) = json.loads(res.stdout)
+    alias = cli("dlq", "list", "--json", url=db.url)  # the earlier spelling: deprecated, same output
+    assert alias.exit_code == 0 and json.loads(alias.stdout) == [doc] and "deprecated" in alias.stderr
     assert doc["reason"].startswith("Broker: Message size too large") and doc["error_class"] == "PermanentPublishError"
     assert doc["held_behind"] == 2 and doc["key"] == "k" and doc["key_seq"] == 1 and doc["resolution"] is None
 
     table = cli("dlq", "list", url=db.url)
     assert table.exit_code == 0 and "Message size too large" in table.stdout and str(evs[0].event_id) in table.stdout
 
-    shown = cli("dlq", "show", str(doc["id"]), "--json", url=db.url)
+    shown = cli("dlq", "show", str(doc["id"]), "--format", "json", url=db.url)
     assert shown.exit_code == 0, shown.output
     d = json.loads(shown.stdout)
     assert d["detail"]["last_error"].startswith("Broker: Message size too large")
@@ -65,8 +67,8 @@ def test_retry_publishes_the_row_first_then_the_held_rows_in_order(db: Db, cli: 
     again = cli("dlq", "retry", str(dl.id), "999999", url=db.url)
     assert again.exit_code == 1
     assert "already resolved" in again.stdout and "not found" in again.stdout
-    assert cli("dlq", "list", "--json", url=db.url).stdout.strip() == "[]"
-    assert len(json.loads(cli("dlq", "list", "--all", "--json", url=db.url).stdout)) == 1
+    assert cli("dlq", "list", "--format", "json", url=db.url).stdout.strip() == "[]"
+    assert len(json.loads(cli("dlq", "list", "--all", "--format", "json", url=db.url).stdout)) == 1
 
 
 def test_discard_releases_the_key_and_keeps_the_row_dead(db: Db, cli: Cli) -> None:
