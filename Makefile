@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := tools/kafka/.resolved
 K8S := tools/k8s/.resolved
+PGBOUNCER := $(VENV)/.pgbouncer
 PYTEST_ARGS ?=
 
-.PHONY: all venv jars k8s-tools test lint demo bench bench-storage chaos chaos-small clean
+.PHONY: all venv jars k8s-tools pgbouncer test lint demo bench bench-storage chaos chaos-small clean
 
 all: test
 
@@ -34,7 +35,15 @@ $(K8S): stack/k8s.py $(STAMP)
 
 k8s-tools: $(K8S)
 
-test: $(STAMP) $(JARS) $(K8S)
+# PgBouncer (Debian's package, installed with apt-get when missing: needs root, as CI runs) for the tests of
+# writers and the relay behind a pooler (stack/pgbouncer.py). The stamp lives in the venv: it is per machine.
+$(PGBOUNCER): stack/pgbouncer.py $(STAMP)
+	$(BIN)/python -m stack.pgbouncer
+	touch $(PGBOUNCER)
+
+pgbouncer: $(PGBOUNCER)
+
+test: $(STAMP) $(JARS) $(K8S) $(PGBOUNCER)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -18,7 +18,8 @@ when it is raised and what to do about it.
     ├── SessionStateError             enqueue on a closed, committed or inactive session/connection
     ├── ConfigError                   a bad configuration value (names the variable)
     │   ├── TimeParseError            a time or duration a user typed is malformed or out of range
-    │   └── OutboxCollisionError      two outboxes share Kafka-side state (transactional ids, checkpoints)
+    │   ├── OutboxCollisionError      two outboxes share Kafka-side state (transactional ids, checkpoints)
+    │   └── PoolingModeError          a pooler (PgBouncer) in transaction mode keeps no session for this client
     ├── StoreError                    the database failed; the cause is chained
     │   ├── DatabaseUnavailableError  could not connect / connection lost (transient)
     │   ├── SchemaBehindError         the database schema is older than this code (run `outbox migrate upgrade`)
@@ -89,6 +90,15 @@ class TimeParseError(ConfigError):
 class OutboxCollisionError(ConfigError):
     """Another outbox's Kafka state was found under this relay's transactional ids: give each outbox its own
     OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX (or leave it unset: the default is derived from the outbox)."""
+
+
+class PoolingModeError(ConfigError):
+    """A pooler (PgBouncer) in transaction or statement mode lost this connection's session state: see the docs.
+
+    Writers lose their server-side prepared statements from one transaction to the next: create the engine with
+    ``connect_args={"prepare_threshold": None}``, or on PgBouncer 1.21+ set ``max_prepared_statements``
+    (docs/write-side.md, "Behind PgBouncer"). The relay needs a session of its own: connect it to Postgres
+    directly or through a pool in session mode (docs/operations.md, "PgBouncer")."""
 
 
 class StoreError(OutboxError):

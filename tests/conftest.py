@@ -5,6 +5,8 @@
 * ``fresh_db``   a database cloned from the migrated template, for tests that must commit.
 * ``topic``      a unique, freshly created topic (3 partitions).
 * ``cluster3``   a 3-node Kafka cluster (RF 3, min.insync 2), started on first use.
+* ``pgbouncer``  ``pgbouncer(pool_mode)``: a real PgBouncer in front of the stack's Postgres, one per pool mode,
+                 started on first use (Debian's package, installed by stack.pgbouncer if missing).
 
 A test that needs a service and cannot get it fails with the reason; it is never skipped.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from stack.env import Stack, start_cluster, start_stack
 from stack.kafka import KafkaCluster
+from stack.pgbouncer import PgBouncer
 from stack.process import StackError
 
 # The suite's multi-shard tests (even splits over instances, failover, zombies, stranded shards, chaos) are
@@ -165,3 +168,25 @@ def cluster3(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield c
     c.stop()
     stack.extra_clusters.remove(c)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], PgBouncer]]:
+    """``pgbouncer("transaction")`` (or "session", "statement"): a PgBouncer in that pool mode in front of the
+    stack's Postgres, each started on first use (a few milliseconds) and kept for the session; ``.url(db)``."""
+    home = tmp_path_factory.mktemp("pgbouncer")
+    started: dict[str, PgBouncer] = {}
+
+    def get(pool_mode: str) -> PgBouncer:
+        if pool_mode not in started:
+            try:
+                # Room for a relay in session mode: its pool (OUTBOX_SHARDS + 4) plus SQLAlchemy's overflow (10).
+                started[pool_mode] = PgBouncer(stack.database_url, home / pool_mode, pool_mode, pool_size=40).start()
+            except (StackError, OSError) as exc:
+                _fail(f"PgBouncer ({pool_mode} pooling)", exc)
+                raise
+        return started[pool_mode]
+
+    yield get
+    for b in started.values():
+        b.stop()

@@ -19,9 +19,18 @@ from contextlib import contextmanager
 
 import sqlalchemy.exc as sa_exc
 
-from outbox.errors import DatabaseUnavailableError, PermissionDeniedError, SchemaBehindError, StoreError
+from outbox.errors import (
+    DatabaseUnavailableError,
+    PermissionDeniedError,
+    PoolingModeError,
+    SchemaBehindError,
+    StoreError,
+)
 
 _INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE
+# A server-side prepared statement the driver made is missing on, or already taken on, the server connection:
+# only a pooler that moves the client between server connections does that (the library never PREPAREs in SQL).
+_PREPARED_STATEMENT_LOST = {"26000": "missing", "42P05": "taken by another client"}
 
 
 @contextmanager
@@ -42,7 +51,17 @@ def translate_errors(doing: str) -> Iterator[None]:
         msg = str(exc.orig)
         # Decided here, once, by SQLSTATE: a missing grant also reads "permission denied for table ...", and it
         # must not pass for a schema that is behind, since no migration adds a grant.
-        if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate in _PREPARED_STATEMENT_LOST:
+            raise PoolingModeError(
+                f"a prepared statement of this connection is {_PREPARED_STATEMENT_LOST[sqlstate]} on the server "
+                f"while {doing} ({msg.strip()}): the connection goes through a pooler in transaction mode "
+                "(PgBouncer pool_mode=transaction) that keeps no prepared statements. Writers: create the engine "
+                "with connect_args={'prepare_threshold': None}, or on PgBouncer 1.21+ set max_prepared_statements "
+                "(docs/write-side.md, \"Behind PgBouncer\"); the relay and the outbox commands: connect directly "
+                "or through session pooling (docs/operations.md, \"PgBouncer\"). The transaction is aborted: roll "
+                "it back") from exc
+        if sqlstate == _INSUFFICIENT_PRIVILEGE:
             denied = (msg.strip().splitlines() or ["permission denied"])[0]
             raise PermissionDeniedError(
                 f"the database role lacks a privilege needed while {doing} ({denied}); apply the grants printed "

@@ -67,6 +67,7 @@ def test_the_error_tree_is_pinned() -> None:
         "KeyError_": "EventValidationError", "HeaderError": "EventValidationError",
         "AttributeValueError": "EventValidationError", "SessionStateError": "OutboxError",
         "ConfigError": "OutboxError", "TimeParseError": "ConfigError", "OutboxCollisionError": "ConfigError",
+        "PoolingModeError": "ConfigError",
         "StoreError": "OutboxError", "DatabaseUnavailableError": "StoreError", "SchemaBehindError": "StoreError",
         "PermissionDeniedError": "StoreError", "UnstorableRecordError": "StoreError",
         "PublishError": "OutboxError", "KafkaUnavailableError": "PublishError", "FencedError": "PublishError",
