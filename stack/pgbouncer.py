@@ -7,7 +7,8 @@
 * :class:`PgBouncer` runs one instance in one ``pool_mode`` on a free loopback port. Every database of the
   Postgres behind it is reachable under its own name (the ``*`` fallback entry), so a database a test clones is
   reachable through it too. Authentication is ``trust`` like the test Postgres; the upstream's user and password
-  (from its URL) are what PgBouncer logs in with.
+  (from its URL) are what PgBouncer logs in with. That user is an admin of PgBouncer's console
+  (:meth:`PgBouncer.clients`).
 
 PgBouncer refuses to run as root: as root it runs as the unprivileged user the embedded Postgres runs as.
 """
@@ -186,6 +187,14 @@ class PgBouncer:
             return True
         except psycopg.Error:
             return False
+
+    def clients(self) -> list[dict[str, object]]:
+        """PgBouncer's ``SHOW CLIENTS`` (one dict per client connection: database, application_name, state...),
+        from its admin console, which speaks the simple query protocol only."""
+        with psycopg.connect(self.dsn("pgbouncer"), autocommit=True, cursor_factory=psycopg.ClientCursor) as c:
+            cur = c.execute("SHOW CLIENTS")
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def stop(self, timeout: float = 30) -> None:
         """Immediate shutdown (SIGTERM: PgBouncer closes every connection at once)."""
