@@ -300,6 +300,8 @@ def verify_command(
         con.print(f"[red]FAILED[/red]: {escape(page_says)}", soft_wrap=True)
     for check in v.checks:
         con.print(f"checked: {what}{escape(check)}", soft_wrap=True)
+    if not page_ok:
+        con.print("checked: the page (against what its embedded JSON renders to): DIFFERS", soft_wrap=True)
     raise typer.Exit(EXIT_COULD_NOT_RUN if v.missing_key else EXIT_FOUND)
 
 

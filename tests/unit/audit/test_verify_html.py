@@ -60,6 +60,7 @@ def test_an_edit_to_the_visible_page_is_caught(tmp_path: Path) -> None:
     assert f"FAILED: {f}: the page differs from what its embedded JSON renders to" in out, out
     assert "checked: embedded JSON report: content hash (SHA-256 of the report without its integrity block, against " \
            "the stored one): matches" in out, out
+    assert out.strip().splitlines()[-1] == "checked: the page (against what its embedded JSON renders to): DIFFERS"
 
 
 def test_an_edit_to_the_embedded_json_is_caught_and_named(tmp_path: Path) -> None:
