@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -49,10 +50,21 @@ def prepare_databases(stack: Any) -> dict[str, str]:
     return urls
 
 
-def create_topics(bootstrap: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+def kafka_admin(bootstrap: str) -> Any:
+    """The demo's Kafka admin client, whose log lines go through Python logging, warnings and errors only.
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    Without a logger, librdkafka prints its lines raw on stderr, among the demo's own, e.g. "%6|…|BGQUEUE|…| Purging
+    1 unserved events from background queue" (informational) when the client is freed.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4}, logger=logging.getLogger("demo.kafka"))
+
+
+def create_topics(bootstrap: str) -> None:
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    admin = kafka_admin(bootstrap)
     futs = admin.create_topics([NewTopic(t, p, 1) for t, p in TOPICS.items()], operation_timeout=30)
     for f in futs.values():
         f.result(60)
@@ -81,6 +93,16 @@ def published(url: str) -> int:
     with psycopg.connect(_plain(url, sa.make_url(url).database or "")) as c:
         row = c.execute(b"SELECT count(*) FROM outbox.event WHERE published_at IS NOT NULL").fetchone()
     return int(row[0]) if row else 0
+
+
+def latency_note(events: int, written: float, relayed: float, pace: dict[str, float]) -> str:
+    """Why the report's delivery latency is seconds, not milliseconds: the demo's burst queues at the consumers."""
+    rates = " and ".join(f"{g} ~{r:,.0f} events/s" for g, r in pace.items())
+    return (f"latency p50 / p99 (above) runs from each event's write to its group's commit. The {events:,} events "
+            f"came as one burst, written in {written:.1f}s and all in Kafka {relayed:.1f}s after the last write; "
+            f"each group commits one database transaction per event ({rates} here), so an event waits behind the "
+            "burst's earlier ones, the longer the later it was written. That queue, not the relay, is the latency "
+            "shown; a load the groups keep up with sees the relay's tens of milliseconds (README, Benchmarks).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,8 +155,8 @@ def run(stack: Any, args: argparse.Namespace, home: Path) -> int:
         half = args.orders // 2
         write_sync(urls["orders"], half)
         write_async(urls["orders"], args.orders - half)
-        events = 2 * args.orders
-        say("4.", f"order service wrote {args.orders:,} orders in {time.monotonic() - t:.1f}s: {half:,} through a "
+        events, written = 2 * args.orders, time.monotonic() - t
+        say("4.", f"order service wrote {args.orders:,} orders in {written:.1f}s: {half:,} through a "
             f"Session, {args.orders - half:,} through AsyncSessions; each with order.created and payment.captured "
             f"in the same transaction ({events:,} events)")
         t = time.monotonic()
@@ -143,10 +165,11 @@ def run(stack: Any, args: argparse.Namespace, home: Path) -> int:
         relayed = time.monotonic() - t
         wait_for("both groups to acknowledge every event",
                  lambda: all(n >= want[g] for g, n in consumers.acknowledged().items()), 600, relay, log)
-        acks = consumers.acknowledged()
+        acks, pace = consumers.acknowledged(), consumers.pace()
         say("5.", f"the relay had published all {events:,} events {relayed:.1f}s after the last write; billing "
             f"acknowledged {acks['billing']:,} and shipping {acks['shipping']:,} after {time.monotonic() - t:.1f}s, "
             "each event in one transaction with its own side effect")
+        why = latency_note(events, written, relayed, pace)
     finally:
         consumers.stop()
         if relay.poll() is None:
@@ -165,7 +188,8 @@ def run(stack: Any, args: argparse.Namespace, home: Path) -> int:
     json_path.write_text(json.dumps(sealed, indent=2, ensure_ascii=False) + "\n")
     signed = "signed with OUTBOX_REPORT_HMAC_KEY" if key else "content-hashed (set OUTBOX_REPORT_HMAC_KEY to sign)"
     print_report(sealed, con, before_verdict=[
-        f"HTML report: {args.report} (JSON: {json_path}, {signed}; check it with `outbox verify {json_path}`)"])
+        why, f"HTML report: {args.report} (JSON: {json_path}, {signed}; check it with `outbox verify {args.report}` "
+             f"or `outbox verify {json_path}`)"])
     return 0 if report.verdict is Verdict.PROVEN else 1
 
 

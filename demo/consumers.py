@@ -60,6 +60,17 @@ class Consumers:
                                        {"g": g}).scalar_one())
         return out
 
+    def pace(self) -> dict[str, float]:
+        """Events each group committed per second, from its first acknowledgement to its last."""
+        out = {}
+        for g, eng in self.engines.items():
+            with eng.connect() as c:
+                n, span = c.execute(sa.text(
+                    "SELECT count(*), extract(epoch FROM max(received_at) - min(received_at)) FROM outbox.inbox "
+                    "WHERE consumer_group = :g"), {"g": g}).one()
+            out[g] = int(n) / float(span) if span else 0.0
+        return out
+
     def stop(self) -> None:
         self.stop_event.set()
         for t in self.threads:
