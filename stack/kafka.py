@@ -7,6 +7,7 @@ ports that survive restarts, and broker output going to files, never to an undra
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.process import REPO_ROOT, STATE_DIR, StackError, free_port, port_open, tail, wait_for
+
+# The harness's own Kafka clients log through Python logging, warnings and errors only: unlogged, librdkafka prints
+# its lines raw on stderr, among the output of whatever started the stack (make demo), e.g. "%6|…|BGQUEUE|…|
+# Purging 1 unserved events from background queue" when a client is freed.
+CLIENT_LOG = {"log_level": 4}
+log = logging.getLogger(__name__)
 
 KAFKA_DIR = REPO_ROOT / "tools" / "kafka"
 # Preferred first; the fallback is used only when Maven cannot resolve the preferred release.
@@ -250,7 +257,7 @@ class KafkaCluster:
         from confluent_kafka.admin import AdminClient
 
         want = {n.node_id for n in self.nodes if n.running()}
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **CLIENT_LOG}, logger=log)
 
         def ok() -> bool:
             try:
@@ -295,6 +302,6 @@ class KafkaCluster:
         rf = 1 if self.size == 1 else 3
         cfg = {} if self.size == 1 else {"min.insync.replicas": "2"}
         cfg.update(config or {})
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, **CLIENT_LOG}, logger=log)
         fut = admin.create_topics([NewTopic(name, partitions, rf, config=cfg)], operation_timeout=30)
         fut[name].result(60)
