@@ -67,6 +67,7 @@ KEY_FIGURES = {
     "drain_wal_bytes_per_event": ("drain", "wal_bytes_per_event"),
     "vacuum_wal_bytes_per_event": ("vacuum", "wal_bytes_per_event"),
     "buffers_per_claim": ("drain", "statements", "buffers_per_claim"),
+    "buffers_per_event": ("drain", "statements", "buffers_per_event"),
     "drain_events_per_s": ("drain", "events_per_s"),
     "event_table_bytes_per_event": ("event_table_bytes_per_event",),
 }

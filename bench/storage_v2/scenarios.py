@@ -35,8 +35,9 @@ def _stmts(admin: psycopg.Connection[Any], d: Design) -> dict[str, Statement]:
     return {role: cluster.statements(admin, like) for role, like in d.statements.items()}
 
 
-def _per_claim(before: dict[str, Statement], after: dict[str, Statement]) -> dict[str, Any]:
-    """Per relay step: calls, buffers and WAL per call; and every read statement's buffers per claim."""
+def _per_claim(before: dict[str, Statement], after: dict[str, Statement], events: int) -> dict[str, Any]:
+    """Per relay step: calls, buffers and WAL per call; and the read statements' buffers per claim and per
+    relayed event (a logical decoding "claim" is one call for every shard)."""
     out: dict[str, Any] = {}
     reads = 0
     for role, end in after.items():
@@ -48,6 +49,7 @@ def _per_claim(before: dict[str, Statement], after: dict[str, Statement]) -> dic
             reads += d.blocks
     claims = cluster.delta(before["claim"], after["claim"]).calls
     out["buffers_per_claim"] = _per(reads, claims)
+    out["buffers_per_event"] = _per(reads, events)
     return out
 
 
@@ -102,7 +104,7 @@ def drain(d: Design, admin: psycopg.Connection[Any], cpu: ClusterCpu, *, events:
                   "wal_bytes_per_event": _per(wal_write, events)},
         "drain": {"seconds": round(t3 - t2, 2), "events_per_s": round(events / (t3 - t2)),
                   "idle_rounds": idle, "pg_cpu_us_per_event": _cpu(drain_cpu, events),
-                  "wal_bytes_per_event": _per(wal_drain, events), "statements": _per_claim(s0, s1),
+                  "wal_bytes_per_event": _per(wal_drain, events), "statements": _per_claim(s0, s1, events),
                   "bench_client_cpu_us_per_event": _per(client, events, 1e6)},
         "vacuum": {"pg_cpu_us_per_event": _cpu(vac_cpu, events), "wal_bytes_per_event": _per(wal_vac, events)},
         "relay_pg_cpu_us_per_event": _per(drain_cpu["total"] + vac_cpu["total"], events, 1e6),

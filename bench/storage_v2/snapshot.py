@@ -12,9 +12,10 @@ index ranges, so a transaction open at ``prev`` costs an exact lookup rather tha
 key's row lock). ``(tx_id, id)`` order would not be: a transaction can take its xid before another one that
 commits first and writes the same key. So the batch is sorted: the first claim of a batch takes the new snapshot
 *in the claim statement itself* (``pg_current_snapshot()`` is the statement's MVCC snapshot, so MVCC visibility
-is exactly "visible in cur") and returns the first ``batch`` rows in id order with the batch's size. A batch
-larger than that (a big transaction, or a backlog) is sorted once: its remaining ids are fetched in one narrow
-statement, then claimed by id, ``batch`` at a time (the cursor).
+is exactly "visible in cur"); it sorts the batch's ids once and returns the first ``batch`` rows, and the rest of
+the ids as one array when the batch is larger (a big transaction, or a backlog). Those are then claimed by id,
+``batch`` at a time: the cursor. (A relay resuming inside a batch would sort its rest again, with the same
+ranges filtered by ``pg_visible_in_snapshot(tx_id, cur)`` and ``id > cursor``.)
 
 After each Kafka transaction one narrow progress row is inserted (``relay_progress``); the position itself
 (``prev``, ``cur``, the last id of the batch published) rides in the checkpoint record.
@@ -37,28 +38,23 @@ _COLS = """e.id, e.event_id, e.topic, e.key, e.payload, e.content_type, e.type, 
     EXISTS (SELECT 1 FROM {s}.dead_letter d WHERE d.resolved_at IS NULL AND d.topic = e.topic AND d.key = e.key)"""
 
 
-def _sql(schema: str) -> tuple[str, str, str]:
+def _sql(schema: str) -> tuple[str, str]:
     s = f'"{schema}"'
     cols = _COLS.format(s=s)
     # The markers sit after the first keyword: pg_stat_statements keeps a statement's text from its first token.
+    # One pass over the batch's index entries: its ids sorted once; the first ``n`` rows come back, the rest of
+    # the ids (a batch larger than one claim) as one array, claimed by id afterwards.
     first = f"""WITH /* sv2:snapshot:claim */ b AS MATERIALIZED (
     SELECT id FROM {s}.event WHERE shard = %(shard)s AND tx_id >= %(xmax)s::xid8
     UNION ALL
     SELECT id FROM {s}.event WHERE shard = %(shard)s AND tx_id = ANY(%(xip)s::xid8[])
-), f AS (SELECT id FROM b ORDER BY id LIMIT %(n)s)
-SELECT m.snap, m.cnt, {cols}
-FROM (SELECT pg_current_snapshot()::text AS snap, (SELECT count(*) FROM b) AS cnt) m
-LEFT JOIN (f JOIN {s}.event e ON e.id = f.id) ON true
-ORDER BY e.id"""
-    ids = f"""SELECT /* sv2:snapshot:ids */ coalesce(array_agg(id ORDER BY id), '{{}}') FROM (
-    SELECT id, tx_id FROM {s}.event
-    WHERE shard = %(shard)s AND tx_id >= %(xmax)s::xid8 AND tx_id < %(cur_xmax)s::xid8
-    UNION ALL
-    SELECT id, tx_id FROM {s}.event WHERE shard = %(shard)s AND tx_id = ANY(%(xip)s::xid8[])
-) b WHERE id > %(after)s AND pg_visible_in_snapshot(tx_id, %(cur)s::pg_snapshot)"""
+), a AS MATERIALIZED (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids FROM b)
+SELECT CASE WHEN e.id = (SELECT ids[1] FROM a) THEN pg_current_snapshot()::text END,
+       CASE WHEN e.id = (SELECT ids[1] FROM a) THEN (SELECT ids[%(n)s + 1:] FROM a) END, {cols}
+FROM {s}.event e WHERE e.id = ANY(CAST((SELECT ids[:%(n)s] FROM a) AS int8[])) ORDER BY e.id"""
     by_id = f"""SELECT /* sv2:snapshot:claim */ NULL, NULL, {cols}
 FROM {s}.event e WHERE e.id = ANY(%(ids)s::int8[]) ORDER BY e.id"""
-    return first, ids, by_id
+    return first, by_id
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class Shard:
 class Snapshot(Design):
     name = "snapshot"
     schema = "sv2_snapshot"
-    statements = {"claim": "%sv2:snapshot:claim%", "ids": "%sv2:snapshot:ids%", "progress": "%sv2:progress%"}
+    statements = {"claim": "%sv2:snapshot:claim%", "progress": "%sv2:progress%"}
 
     def create(self, admin: psycopg.Connection[Any]) -> None:
         tables.create(admin, self.schema,
@@ -99,7 +95,7 @@ class Snapshot(Design):
 
     def open(self) -> None:
         self._c = psycopg.connect(self.dsn, autocommit=True)
-        self._first, self._ids, self._by_id = _sql(self.schema)
+        self._first, self._by_id = _sql(self.schema)
         self._progress = Progress(self.schema)
         self.state = {s: Shard() for s in range(self.shards)}
         self.batches = 0
@@ -113,19 +109,17 @@ class Snapshot(Design):
         if st.cur is None:
             res = self._c.execute(self._first, {"shard": shard, "xmax": st.prev.xmax, "xip": st.prev.xip,
                                                 "n": self.batch}).fetchall()
-            cur, count = Snap(res[0][0]), int(res[0][1])
-            rows = [r[2:] for r in res if r[2] is not None]
-            if count > len(rows):  # a big batch: sort the rest of it once
-                after = rows[-1][0]
-                got = self._c.execute(self._ids, {"shard": shard, "xmax": st.prev.xmax, "cur_xmax": cur.xmax,
-                                                  "xip": st.prev.xip, "after": after, "cur": cur.text}).fetchone()
-                assert got is not None
-                st.cur, st.rest = cur, list(got[0])
+            if not res:  # nothing new: the next batch starts from the same snapshot
+                return 0
+            cur, st.rest = Snap(res[0][0]), list(res[0][1])
+            rows = [r[2:] for r in res]
+            if st.rest:  # a batch larger than one claim: its rest was sorted by the same pass
+                st.cur = cur
                 self.sorted_batches += 1
-            if not st.rest:
-                st.prev, st.cur = cur, None
+            else:
+                st.prev = cur
             self.batches += 1
-            position = f"{st.prev.text}|{cur.text if st.cur else ''}|{rows[-1][0] if rows else 0}"
+            position = f"{st.prev.text}|{cur.text if st.cur else ''}|{rows[-1][0]}"
         else:
             chunk, st.rest = st.rest[:self.batch], st.rest[self.batch:]
             rows = [r[2:] for r in self._c.execute(self._by_id, {"ids": chunk}).fetchall()]
