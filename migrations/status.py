@@ -90,6 +90,8 @@ class SchemaStatus:
     @property
     def where(self) -> str:
         """Where our revisions are recorded, in the words of a message."""
+        if not self.current:
+            return f"none of ours in {self.table}"
         if self.layout is Layout.HOST:
             return f"recorded in {self.table} by your application's own Alembic env"
         return f"recorded in {self.table}"
