@@ -1,4 +1,4 @@
-"""Writers behind a real PgBouncer in transaction pooling (docs/write-side.md, "Behind PgBouncer").
+"""Writers behind a real PgBouncer (docs/write-side.md, "Behind PgBouncer").
 
 Two client connections take turns, one transaction each, so PgBouncer serves both from the same server connection
 (it reuses the most recently released one). psycopg prepares a statement on a connection's sixth execution, under
@@ -26,8 +26,8 @@ ROUNDS = 8  # per connection: past psycopg's default prepare_threshold (5)
 NO_PREPARE = {"prepare_threshold": None}
 
 
-def _through(pgbouncer: Callable[[str], PgBouncer], fresh_db: str) -> str:
-    return pgbouncer("transaction").url(sa.make_url(fresh_db).database or "")
+def _through(pgbouncer: Callable[[str], PgBouncer], fresh_db: str, pool_mode: str = "transaction") -> str:
+    return pgbouncer(pool_mode).url(sa.make_url(fresh_db).database or "")
 
 
 def _event(i: int) -> outbox.Event:
@@ -85,6 +85,13 @@ def test_async_sessions_enqueue_through_transaction_pooling_without_prepared_sta
     ids = asyncio.run(_write_async(_through(pgbouncer, fresh_db), NO_PREPARE))
     assert len(ids) == 2 * ROUNDS
     assert _rows(fresh_db) == [(e, n) for n, e in enumerate(ids, 1)]
+
+
+def test_session_pooling_keeps_psycopgs_prepared_statements(fresh_db: str,
+                                                            pgbouncer: Callable[[str], PgBouncer]) -> None:
+    """Session pooling needs no setting: each client keeps its server connection, prepared statements included."""
+    ids = _write_sync(_through(pgbouncer, fresh_db, "session"), {})
+    assert _rows(fresh_db) == [(e, n) for n, e in enumerate(ids, 1)] and len(ids) == 2 * ROUNDS
 
 
 @pytest.mark.parametrize("side", ["sync", "async"])
