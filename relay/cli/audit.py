@@ -25,6 +25,7 @@ from outbox.reconcile import config as cfg
 from outbox.reconcile.model import Verdict
 from relay import dburl
 from relay.causes import cause_lines
+from relay.cli.ops_args import Format
 
 EXIT_OK, EXIT_FOUND, EXIT_COULD_NOT_RUN, EXIT_CONFIG = 0, 1, 2, 3
 EXIT_INCONCLUSIVE = 4
@@ -38,11 +39,6 @@ InboxUrls = Annotated[list[str] | None, typer.Option(
     "--inbox-database-url", help="A consumer database holding inbox rows (repeatable). Default: the producer's.")]
 Schema = Annotated[str | None, typer.Option("--schema", envvar="OUTBOX_SCHEMA", show_envvar=True,
                                             help="Postgres schema of the outbox tables (default outbox).")]
-
-
-class Format(Enum):
-    TABLE = "table"
-    JSON = "json"
 
 
 class Digest(Enum):

@@ -11,17 +11,12 @@ unreachable.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
+from relay.cli.ops_args import Format
 from relay.config_values import Compression
-
-
-class Format(Enum):
-    TABLE = "table"
-    JSON = "json"
 
 
 def _kafka_config(pairs: list[str]) -> dict[str, str]:
