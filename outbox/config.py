@@ -34,7 +34,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from outbox.errors import ConfigError
 
@@ -106,8 +106,16 @@ def _check_registry(registry: object) -> None:
         raise ConfigError("registry must have a validate(type, data) method (see outbox.registry)")
 
 
+def is_identifier(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a plain SQL identifier that Postgres keeps whole: the one rule for every schema, table
+    and role-prefix name this package formats into SQL. ``[A-Za-z_][A-Za-z0-9_]*`` and nothing around it (``match``
+    would take ``"outbox\\n"``: ``$`` matches before a final newline), at most ``MAX_IDENT`` characters (Postgres
+    truncates a longer one silently)."""
+    return isinstance(value, str) and len(value) <= MAX_IDENT and _IDENT.fullmatch(value) is not None
+
+
 def _check_schema(var: str, value: object) -> None:
-    if not isinstance(value, str) or not _IDENT.fullmatch(value) or len(value) > MAX_IDENT:
+    if not is_identifier(value):
         raise ConfigError(
             f"{var} must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 chars), got {value!r}"
         )

@@ -8,12 +8,11 @@ all of them. Each failure is a :class:`~outbox.errors.ConfigError` naming the ar
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from outbox.config import IDENT_PATTERN, MAX_IDENT
+from outbox.config import MAX_IDENT, is_identifier
 from outbox.errors import ConfigError, TopicError
 from outbox.event import check_topic
 
@@ -24,7 +23,6 @@ MAX_BATCH = 1_000_000
 """librdkafka's own limit on one ``consume()`` call."""
 HANDLER_SIGNATURE = "handler(conn: sqlalchemy.Connection, event: outbox.inbox.ReceivedEvent) -> None"
 
-_IDENT = re.compile(IDENT_PATTERN)
 
 
 def check_engine(engine: object) -> sa.Engine:
@@ -74,7 +72,7 @@ def check_handler(handler: object) -> None:
 
 def check_schema(schema: object) -> str:
     # Formatted into the inbox's SQL (outbox.store.inbox), so it must be a plain identifier.
-    if not isinstance(schema, str) or not _IDENT.match(schema) or len(schema) > MAX_IDENT:
+    if not is_identifier(schema):
         raise ConfigError(f"schema must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*, at most {MAX_IDENT} "
                           f"characters), got {schema!r:.300}")
     return schema

@@ -35,13 +35,11 @@ role gets USAGE on any sequence.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
-from outbox.config import IDENT_PATTERN, MAX_IDENT
+from outbox.config import MAX_IDENT, is_identifier
 from outbox.errors import ConfigError
 
-_IDENT = re.compile(IDENT_PATTERN)
 _STATE_COLUMNS = "published_at, kafka_partition, kafka_offset, relay_epoch, attempts, last_error, dead_at"
 _ALL_TABLES = ("event", "key_sequence", "dead_letter", "relay_lease", "relay_requeue", "relay_instance",
                "relay_identity", "inbox", "inbox_redelivery", "subscription", "reconcile_checkpoint", "replay_audit")
@@ -96,7 +94,7 @@ def roles_sql(schema: str = "outbox", prefix: str = "outbox", roles: tuple[Role,
     v_schema, v_name = version_table or (schema, _VERSION_TABLE)
     for what, value in (("schema", schema), ("prefix", prefix), ("version table", v_name),
                         ("version table schema", v_schema or schema)):
-        if not _IDENT.fullmatch(value) or len(value) > MAX_IDENT:
+        if not is_identifier(value):
             raise ValueError(f"{what} must be a plain SQL identifier, got {value!r}")
     # Postgres truncates a longer role name silently: two truncated names could be one role.
     longest = max(roles, key=lambda r: len(role_name(r, "")), default=None)

@@ -6,7 +6,6 @@ configuration (OUTBOX_SCHEMA, OUTBOX_SHARDS) raises ``ConfigError`` and exits 3.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Annotated
@@ -15,12 +14,11 @@ import typer
 
 from migrations.status import VERSION_TABLE_VAR
 from outbox import timeparse
-from outbox.config import DEFAULT_SHARDS, IDENT_PATTERN, MAX_IDENT, MAX_SHARDS
+from outbox.config import DEFAULT_SHARDS, MAX_IDENT, MAX_SHARDS, is_identifier
 from outbox.errors import ConfigError
 
 BIGINT_MAX = 2**63 - 1  # row and dead-letter ids are bigint: a larger id would only fail in the database
 URL_NAME = "OUTBOX_DATABASE_URL (--database-url)"
-_SCHEMA = re.compile(IDENT_PATTERN)
 
 DbUrl = Annotated[str, typer.Option("--database-url", envvar="OUTBOX_DATABASE_URL", show_envvar=True,
                                     help="PostgreSQL URL of the outbox database (TLS: add ?sslmode=verify-full"
@@ -85,11 +83,11 @@ def parse_ids(from_id: int | None, to_id: int | None) -> None:
 
 def check_schema(schema: str) -> str:
     """``schema`` when it is a plain SQL identifier Postgres keeps whole; else a ``ConfigError`` saying why."""
-    if not _SCHEMA.fullmatch(schema):
-        raise ConfigError(f"OUTBOX_SCHEMA must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*), got {schema!r}")
-    if len(schema) > MAX_IDENT:
+    if is_identifier(schema):
+        return schema
+    if len(schema) > MAX_IDENT and is_identifier(schema[:MAX_IDENT]):  # well formed, only too long
         raise ConfigError(f"OUTBOX_SCHEMA is {len(schema)} characters long: at most {MAX_IDENT}")
-    return schema
+    raise ConfigError(f"OUTBOX_SCHEMA must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*), got {schema!r}")
 
 
 def shard_count(text: str) -> int:
