@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.fixture(scope="module")
+def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One fresh venv per install: the core alone, ``[audit]``, ``[relay]``; installed side by side, since pip
+    mostly waits on the index."""
+    extras = ("core", "audit", "relay")
+    with ThreadPoolExecutor(len(extras)) as pool:
+        made = pool.map(lambda e: _venv(tmp_path_factory.mktemp(e), wheel, None if e == "core" else e), extras)
+        return dict(zip(extras, made, strict=True))
+
+
 def _venv(tmp: Path, wheel: Path, extra: str | None) -> Path:
     """A fresh venv (no pip of its own: the running pip installs into it) with the wheel and ``extra``."""
     venv = tmp / "venv"
@@ -74,8 +85,8 @@ def test_the_wheel_ships_the_license_the_types_and_the_migrations(wheel: Path) -
     assert not any(n.startswith(("tests/", "stack/", "chaos/", "bench/", "demo/")) for n in names)
 
 
-def test_the_core_alone_writes_events_and_names_the_extras(wheel: Path, tmp_path: Path) -> None:
-    venv = _venv(tmp_path, wheel, None)
+def test_the_core_alone_writes_events_and_names_the_extras(venvs: dict[str, Path], tmp_path: Path) -> None:
+    venv = venvs["core"]
     r = _python(venv, f"""
         import json, sys
         from importlib import metadata
@@ -113,8 +124,8 @@ def test_the_core_alone_writes_events_and_names_the_extras(wheel: Path, tmp_path
     assert "pip install 'kafka-outbox[relay]'" in r.stderr
 
 
-def test_audit_extra_runs_the_auditors_commands(wheel: Path, tmp_path: Path) -> None:
-    venv = _venv(tmp_path, wheel, "audit")
+def test_audit_extra_runs_the_auditors_commands(venvs: dict[str, Path], tmp_path: Path) -> None:
+    venv = venvs["audit"]
     outbox_cmd = str(venv / "bin" / "outbox")
     r = _run([outbox_cmd, "verify", str(tmp_path / "no-such-report.json")], cwd=tmp_path)
     # the command ran (its imports, the reconciler's included, succeeded) and refused the missing file itself
@@ -125,8 +136,8 @@ def test_audit_extra_runs_the_auditors_commands(wheel: Path, tmp_path: Path) -> 
     assert "outbox relay:" in r.stderr and "pip install 'kafka-outbox[relay]'" in r.stderr
 
 
-def test_relay_extra_prints_the_version_and_exports_build_info(wheel: Path, tmp_path: Path) -> None:
-    venv = _venv(tmp_path, wheel, "relay")
+def test_relay_extra_prints_the_version_and_exports_build_info(venvs: dict[str, Path], tmp_path: Path) -> None:
+    venv = venvs["relay"]
     r = _run([str(venv / "bin" / "outbox"), "--version"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"kafka-outbox {outbox.__version__}"
