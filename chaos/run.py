@@ -127,7 +127,8 @@ def run(plan: Plan, home: Path, seed: int = 1, broken: bool = False) -> Outcome:
                 time.sleep(0.2)
             _log(f"t={time.monotonic() - t0:6.1f}s fault {fault.value}")
             inj.fire(fault)
-        while time.monotonic() - t0 < plan.duration_s:
+        while time.monotonic() - t0 < plan.duration_s or (
+                work.writer_stats()["committed"] < plan.min_events and time.monotonic() - t0 < plan.duration_s * 1.5):
             work.revive()
             time.sleep(0.2)
         work.stop_writers()
