@@ -38,23 +38,29 @@ _COLS = """e.id, e.event_id, e.topic, e.key, e.payload, e.content_type, e.type, 
     EXISTS (SELECT 1 FROM {s}.dead_letter d WHERE d.resolved_at IS NULL AND d.topic = e.topic AND d.key = e.key)"""
 
 
-def _sql(schema: str) -> tuple[str, str]:
+def _sql(schema: str, order: str = "id") -> tuple[str, str]:
+    """The two claim statements; ``order`` is the order within a batch: ``id`` (correct), or ``tx_id, id`` for
+    the broken variant that ``bench.storage_v2.order`` shows to reorder a key."""
     s = f'"{schema}"'
     cols = _COLS.format(s=s)
     # The markers sit after the first keyword: pg_stat_statements keeps a statement's text from its first token.
     # One pass over the batch's index entries: its ids sorted once; the first ``n`` rows come back, the rest of
     # the ids (a batch larger than one claim) as one array, claimed by id afterwards.
     first = f"""WITH /* sv2:snapshot:claim */ b AS MATERIALIZED (
-    SELECT id FROM {s}.event WHERE shard = %(shard)s AND tx_id >= %(xmax)s::xid8
+    SELECT {order} FROM {s}.event WHERE shard = %(shard)s AND tx_id >= %(xmax)s::xid8
     UNION ALL
-    SELECT id FROM {s}.event WHERE shard = %(shard)s AND tx_id = ANY(%(xip)s::xid8[])
-), a AS MATERIALIZED (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids FROM b)
+    SELECT {order} FROM {s}.event WHERE shard = %(shard)s AND tx_id = ANY(%(xip)s::xid8[])
+), a AS MATERIALIZED (SELECT coalesce(array_agg(id ORDER BY {order}), '{{}}') AS ids FROM b)
 SELECT CASE WHEN e.id = (SELECT ids[1] FROM a) THEN pg_current_snapshot()::text END,
        CASE WHEN e.id = (SELECT ids[1] FROM a) THEN (SELECT ids[%(n)s + 1:] FROM a) END, {cols}
-FROM {s}.event e WHERE e.id = ANY(CAST((SELECT ids[:%(n)s] FROM a) AS int8[])) ORDER BY e.id"""
+FROM {s}.event e WHERE e.id = ANY(CAST((SELECT ids[:%(n)s] FROM a) AS int8[])) ORDER BY {_rows(order)}"""
     by_id = f"""SELECT /* sv2:snapshot:claim */ NULL, NULL, {cols}
-FROM {s}.event e WHERE e.id = ANY(%(ids)s::int8[]) ORDER BY e.id"""
+FROM {s}.event e WHERE e.id = ANY(%(ids)s::int8[]) ORDER BY {_rows(order)}"""
     return first, by_id
+
+
+def _rows(order: str) -> str:
+    return ", ".join(f"e.{c.strip()}" for c in order.split(","))
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Snapshot(Design):
     name = "snapshot"
     schema = "sv2_snapshot"
     statements = {"claim": "%sv2:snapshot:claim%", "progress": "%sv2:progress%"}
+    order = "id"
 
     def create(self, admin: psycopg.Connection[Any]) -> None:
         tables.create(admin, self.schema,
@@ -95,7 +102,7 @@ class Snapshot(Design):
 
     def open(self) -> None:
         self._c = psycopg.connect(self.dsn, autocommit=True)
-        self._first, self._by_id = _sql(self.schema)
+        self._first, self._by_id = _sql(self.schema, self.order)
         self._progress = Progress(self.schema)
         self.state = {s: Shard() for s in range(self.shards)}
         self.batches = 0
@@ -106,7 +113,7 @@ class Snapshot(Design):
 
     def _step(self, shard: int) -> int:
         st = self.state[shard]
-        if st.cur is None:
+        if st.cur is None:  # a new batch: the claim takes its snapshot
             res = self._c.execute(self._first, {"shard": shard, "xmax": st.prev.xmax, "xip": st.prev.xip,
                                                 "n": self.batch}).fetchall()
             if not res:  # nothing new: the next batch starts from the same snapshot
