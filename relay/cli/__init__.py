@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from outbox.version import VERSION
-from relay.cli import audit, daemon, migrate, ops
+from relay.cli import audit, daemon, migrate, ops, ops_dlq
 
 app = typer.Typer(
     name="outbox",
@@ -39,7 +39,7 @@ def _options(
     pass
 
 
-for module in (migrate, daemon, audit, ops):
+for module in (migrate, daemon, audit, ops, ops_dlq):
     module.register(app)
 
 

@@ -292,12 +292,9 @@ def _version_table(schema: str, named: str, database_url: str) -> tuple[str | No
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to ``app``."""
-    from relay.cli import ops_dlq  # it imports this module's helpers
-
+    """Add this module's subcommands to ``app`` (``outbox dlq`` registers itself: relay.cli.ops_dlq)."""
     app.command("replay", help=REPLAY_HELP)(replay)
     app.command("prune", help=PRUNE_HELP)(prune)
-    app.add_typer(ops_dlq.build(), name="dlq")
     app.add_typer(roles_app, name="roles")
 
 

@@ -135,3 +135,8 @@ def build() -> typer.Typer:
     app.command("retry")(retry_cmd)
     app.command("discard")(discard_cmd)
     return app
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``outbox dlq`` to ``app``."""
+    app.add_typer(build(), name="dlq")

@@ -26,6 +26,7 @@ from relay.config import RelaySettings
 from relay.kafka import KafkaTransport
 from relay.ports import OutRecord
 from stack.kafka import KafkaCluster
+from stack.process import wait_for
 
 LONELY = 3  # the broker holding the topic's only replica
 
@@ -58,17 +59,10 @@ def _open_transaction_then_lose_the_leader(cluster: KafkaCluster, s: RelaySettin
     cluster.node(LONELY).kill()
     probe = KafkaTransport(s, 1)  # another id: asking for metadata must not fence anything
     try:
-        _until(lambda: probe.leaderless([topic]) == [f"{topic}-0"], 60, "the partition to lose its leader")
+        wait_for(lambda: probe.leaderless([topic]) == [f"{topic}-0"], 60, "the partition to lose its leader")
     finally:
         probe.close()
     return old
-
-
-def _until(cond: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def _init(t: KafkaTransport, timeout: float = 90) -> None:
@@ -130,7 +124,7 @@ def test_fencing_after_the_leader_is_back_keeps_the_aborted_batch_invisible(clus
     new = KafkaTransport(s, 0)
     assert new.leaderless([lonely_topic, "no-such-topic"]) == [f"{lonely_topic}-0"]  # the worker waits here
     cluster3.start_node(LONELY)
-    _until(lambda: not new.leaderless([lonely_topic]), 60, "the leader to come back")
+    wait_for(lambda: not new.leaderless([lonely_topic]), 60, "the leader to come back")
     _init(new)
     _commit_one(new, lonely_topic)
     assert _committed(cluster3, lonely_topic) == [b"next batch"]
