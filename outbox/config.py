@@ -34,12 +34,17 @@ import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 from outbox.errors import ConfigError
 
-if TYPE_CHECKING:
-    from outbox.registry import SchemaRegistry
+
+class SchemaRegistry(Protocol):
+    """What ``registry=`` takes (``outbox.registry.JsonSchemaRegistry`` is one). Declared here, beside the settings
+    that hold it, so the settings need not import the registry module (which imports the writers' validation)."""
+
+    def validate(self, type: str, data: Any) -> None:
+        """Raise SchemaValidationError when ``data`` does not fit the schema of ``type``."""
 
 MAX_IDENT = 63
 """Postgres keeps this many characters of an identifier (NAMEDATALEN - 1) and silently cuts the rest."""

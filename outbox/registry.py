@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from outbox.config import SchemaRegistry  # noqa: F401 - its home is the settings; importable from here too
 from outbox.errors import ConfigError, SchemaValidationError
 from outbox.extras import missing_extra
 from outbox.validation import encode_data
@@ -30,11 +31,6 @@ if TYPE_CHECKING:
     from referencing import Resource
 
 Schema = Mapping[str, Any] | bool
-
-
-class SchemaRegistry(Protocol):
-    def validate(self, type: str, data: Any) -> None:
-        """Raise SchemaValidationError when ``data`` does not fit the schema of ``type``."""
 
 
 class JsonSchemaRegistry:
