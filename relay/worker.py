@@ -29,7 +29,7 @@ from outbox.errors import (
     PublishError,
 )
 from outbox.store.relay import Mark, PendingRow, RelayStore
-from relay import checkpoint, identity, tracing
+from relay import tracing
 from relay.config import RelaySettings
 from relay.floor import ClaimFloor
 from relay.hooks import NO_HOOKS, Hooks, InFlight, Step
@@ -38,6 +38,7 @@ from relay.ports import CheckpointLog, Transport
 from relay.publish import Published, TopicGate, choose, publish_batch
 from relay.records import ERROR_CLASS as UNDECODABLE
 from relay.records import first_of_each_key, undecodable_reason
+from relay.recovery import ShardRecovery
 
 log = logging.getLogger("relay.worker")
 TRANSIENT = (KafkaUnavailableError, DatabaseUnavailableError)
@@ -80,15 +81,16 @@ class ShardWorker:
         self._metrics, self._hooks, self._clock = metrics, hooks, clock
         self._transport: Transport | None = None
         self._unmarked: tuple[Mark, ...] = ()
-        self._identity: identity.OutboxIdentity | None = None
         self.fatal: OutboxCollisionError | None = None  # why the worker stopped the process (Exit.COLLISION)
         self._suspects: dict[int, str] = {}
         self._suspect_topics: dict[str, str] = {}  # topics of a transaction refused as a whole (relay.publish)
-        self._recent_topics: frozenset[str] = frozenset()  # topics of the last transaction (see _await_leaders)
+        self._recent_topics: frozenset[str] = frozenset()  # the last transaction's (ShardRecovery.await_leaders)
         self._isolating = False  # whose turn it is while there are suspects: theirs (True) or the others'
         self._gate = TopicGate(settings.retry_max_s, settings.retry_initial_s, clock)
         self._misplaced_due = 0.0  # shard 0 only: when to look for misplaced rows next
         self._label = str(shard)
+        self._recovery = ShardRecovery(shard, epoch, settings=settings, store=store, checkpoints=checkpoints,
+                                       metrics=metrics, clock=clock)
         # Shared by the process's workers: how many may claim and produce at once (memory and GIL bound);
         # the waits (flush, commit, mark) happen outside it, so shards still overlap their I/O.
         self._slots = slots or threading.Semaphore(1)
@@ -113,9 +115,10 @@ class ShardWorker:
         t = self._factory(self.shard)
         began = self._clock()
         try:
-            self._await_leaders(t)
+            self._recovery.await_leaders(t, self._recent_topics)
             t.init()
-            self._recover(t, began)
+            if self._recovery.recover(t, began) is not None:
+                self._unmarked = ()  # the last committed batch, marked now if it was not
         except PermanentPublishError as exc:
             t.close()
             # Refused for good before any row was sent (the checkpoint topic denied, say): no row to charge, and
@@ -129,99 +132,6 @@ class ShardWorker:
             raise
         self._transport = t
         return t
-
-    def _await_leaders(self, t: Transport) -> None:
-        """Before init() fences the shard's previous producer, which aborts its open transaction: every partition
-        that transaction may hold records on must have a leader.
-
-        Kafka's transaction coordinator drops the marker of a partition it finds no leader for ("likely deleted")
-        and records the transaction as ended. Its records there stay undecided until this transactional id's next
-        transaction on that partition ends, and take that outcome: an aborted batch, re-sent since, became visible
-        beside its copy (reproduced against Kafka 4.3.1: tests/faults/relay/test_leaderless_partitions.py). So
-        wait, like an outage, until the leaders are back. The open transaction's topics are among those of the
-        shard's first pending rows (its rows stay pending until marked) and of this worker's last transaction."""
-        topics = {self.s.checkpoint_topic, *self._recent_topics,
-                  *self._store.pending_topics(self.shard, self.s.batch_size)}
-        missing = t.leaderless(sorted(topics))
-        if missing:
-            raise KafkaUnavailableError(
-                f"shard {self.shard} waits to initialise its transactions until these partitions have a leader "
-                f"again: {', '.join(missing[:10])}{' …' if len(missing) > 10 else ''} (Kafka would drop the abort "
-                "marker of the shard's unfinished transaction there: docs/operations.md#partitions-without-a-leader)")
-
-    def _recover(self, t: Transport, began: float) -> int:
-        writer = self._writer()
-        partition = self._checkpoints.partition_for(self.shard)
-        inited = self._clock()
-        end = t.probe_end(partition, writer.opening_key, checkpoint.probe(self.shard, self.epoch))
-        value = self._checkpoints.read_last(self.shard, end, writer.key)
-        legacy = value is None
-        if legacy:  # no checkpoint of this version yet: the last one may predate outbox identities
-            value = self._checkpoints.read_last(self.shard, end, checkpoint.legacy_key_for(self.shard))
-        # Where a takeover's time goes (init fences the old producer; probe + read find its last batch): the
-        # failover budget is spent here, so every recovery line carries it.
-        took = {"init_ms": round((inited - began) * 1000), "read_ms": round((self._clock() - inited) * 1000)}
-        if value is None:
-            log.info("recovery: the shard has no checkpoint", extra={"shard": self.shard, "below_offset": end, **took})
-            return 0
-        cp = checkpoint.decode(value)
-        marks = self._legacy_marks(cp) if legacy else self._own_marks(cp, writer)
-        n = self._store.mark_published(self.shard, self.owner, self.epoch, marks) if marks else 0
-        self._unmarked = ()
-        if n:
-            self._metrics.recovered.inc(n)
-            self._metrics.published.labels(self._label).inc(n)
-            log.info("recovered the last committed batch without re-sending",
-                     extra={"shard": self.shard, "rows": n, "from_epoch": cp.epoch, "from_owner": cp.owner,
-                            "checkpoint_version": checkpoint.LEGACY_VERSION if legacy else checkpoint.VERSION,
-                            **took})
-        else:  # one line per (re)initialisation: an audit trail of what recovery saw, also when all is settled
-            log.info("recovery: the last committed batch was already marked",
-                     extra={"shard": self.shard, "rows": len(cp.marks), "from_epoch": cp.epoch, "below_offset": end,
-                            **took})
-        return n
-
-    def _writer(self) -> checkpoint.Writer:
-        if self._identity is None:  # one query per worker: the identity never changes while the process runs
-            self._identity = identity.read(self.s, self._store)
-        return checkpoint.Writer(self._identity, self.s.transactional_id(self.shard), self.owner)
-
-    def _own_marks(self, cp: checkpoint.Checkpoint, writer: checkpoint.Writer) -> tuple[Mark, ...]:
-        """The checkpoint's marks if this outbox wrote it; another outbox's record under our key means two
-        outboxes share transactional ids: acting on it would mark our rows with its offsets (a silent loss)."""
-        if cp.outbox == writer.outbox.id:
-            return cp.marks
-        raise OutboxCollisionError(
-            f"the checkpoint of shard {self.shard} under transactional id {writer.transactional_id!r} (topic "
-            f"{self.s.checkpoint_topic!r}) was written by another outbox, {cp.origin}, while this relay publishes "
-            f"outbox {writer.outbox.describe()}: two outboxes share OUTBOX_RELAY_TRANSACTIONAL_ID_PREFIX="
-            f"{self.s.id_prefix!r}. Give each outbox its own prefix, or unset it on both (the default is derived "
-            f"from the outbox); nothing was marked")
-
-    def _legacy_marks(self, cp: checkpoint.Checkpoint) -> tuple[Mark, ...]:
-        """A version-1 checkpoint names no outbox, and every outbox of the cluster wrote that key: act only on
-        the marks of still-pending rows whose Kafka record at that position carries the row's own event id."""
-        pending = self._store.pending_events([m.id for m in cp.marks])
-        wanted = [m for m in cp.marks if m.id in pending]
-        if not wanted:
-            return ()
-        try:
-            found = self._checkpoints.event_ids_at([(pending[m.id][0], m.partition, m.offset) for m in wanted])
-        except PermanentPublishError as exc:
-            # Not allowed to read the event topics (an authorizer without READ on them): waiting would stall the
-            # shard for good, so the record goes unchecked and unused; its rows are sent again, once.
-            log.error("recovery: cannot check a checkpoint of the previous format against Kafka; its rows are "  # noqa: TRY400
-                      "treated as unpublished and may be sent twice (grant the relay READ on its topics for the "
-                      "upgrade: docs/operations.md, \"Upgrading from a release without outbox identities\")",
-                      extra={"shard": self.shard, "rows": len(wanted), "error": str(exc)[:300]})
-            return ()
-        ours = tuple(m for m in wanted if found.get((pending[m.id][0], m.partition, m.offset)) == pending[m.id][1])
-        if len(ours) != len(wanted):
-            log.warning("recovery: a checkpoint of the previous format names rows this outbox has not published "
-                        "at positions where Kafka holds other events: it belongs to another outbox and is ignored",
-                        extra={"shard": self.shard, "rows": len(wanted), "matching": len(ours)})
-            return ()
-        return ours
 
     def _drop_transport(self) -> None:
         t, self._transport = self._transport, None
@@ -301,7 +211,8 @@ class ShardWorker:
             else:
                 # One PRODUCER span per transaction, linked to each event's writer trace (no-op without an SDK).
                 with tracing.publish_span(batch, shard=self.shard, epoch=self.epoch):
-                    out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch, writer=self._writer(),
+                    out = publish_batch(transport, batch, shard=self.shard, epoch=self.epoch,
+                                        writer=self._recovery.writer(),
                                         checkpoint_partition=self._checkpoints.partition_for(self.shard),
                                         sent=release, midway=self._midway(in_flight), clock=self._clock)
         except PublishError:

@@ -8,7 +8,7 @@ them with its own outcome: when it commits, the aborted batch becomes visible be
 
 The first test pins Kafka's behaviour (it fails if Kafka ever writes the marker or refuses the fencing, and is
 the proof that the second test's check can fail). The second does what the shard worker does before it fences
-(``ShardWorker._await_leaders``): wait until ``leaderless()`` is empty; then the aborted record never appears.
+(``ShardRecovery.await_leaders``): wait until ``leaderless()`` is empty; then the aborted record never appears.
 """
 
 from __future__ import annotations
