@@ -8,6 +8,7 @@ those for up to five named events, so the next failure can be read from the CI l
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def _read_all(bootstrap: str, topic: str, isolation: str) -> list[tuple[int, int
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         eof: set[int] = set()
         out: list[tuple[int, int, bytes]] = []
-        deadline = datetime.now().timestamp() + 120
-        while len(eof) < len(parts) and datetime.now().timestamp() < deadline:
+        deadline = time.monotonic() + 120
+        while len(eof) < len(parts) and time.monotonic() < deadline:
             for m in c.consume(1000, timeout=0.5):
                 err, part, off = m.error(), int(m.partition() or 0), int(m.offset() or 0)
                 if err is not None:
